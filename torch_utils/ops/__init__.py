@@ -1,0 +1,1 @@
+"""Custom operators: pure-PyTorch references plus accelerated CPU and CUDA implementations."""
