@@ -1,0 +1,1 @@
+"""Networks, rendering and training of the 3DPortraitGAN re-implementation."""

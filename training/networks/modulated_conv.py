@@ -1,0 +1,67 @@
+"""Modulated convolution with weight demodulation (StyleGAN2, Karras et al. 2020, §2.2, eq. 1-3).
+
+eq. 1  modulate:    w'_ijk  = s_i * w_ijk                       (s = per-sample style, i = input ch.)
+eq. 2  std of out:  sigma_j = sqrt(sum_ik w'_ijk^2)
+eq. 3  demodulate:  w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps)
+
+Two equivalent forms: the fused form builds one weight per sample and runs a single grouped
+convolution; the non-fused form scales the activations instead (x * s, convolve with the shared
+weight, multiply the output by 1/sigma_j), which is cheaper to differentiate during training.
+"""
+from typing import Optional
+
+import numpy as np
+import torch
+
+from torch_utils.ops import conv2d_resample
+
+DEMOD_EPS = 1e-8
+
+
+def _prenormalize_fp16(weight: torch.Tensor, styles: torch.Tensor):
+    """Rescale weight and styles before an fp16 demodulated conv to avoid overflow (result unchanged)."""
+    in_channels, kh, kw = weight.shape[1:]
+    w_max = weight.norm(float('inf'), dim=[1, 2, 3], keepdim=True)
+    weight = weight * (1 / np.sqrt(in_channels * kh * kw) / w_max)
+    styles = styles / styles.norm(float('inf'), dim=1, keepdim=True)
+    return weight, styles
+
+
+def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
+    """1 / sigma_j per sample and output channel (eq. 2-3). weight [O, I, kh, kw], styles [N, I] -> [N, O]."""
+    w = weight.unsqueeze(0) * styles.reshape(styles.shape[0], 1, -1, 1, 1)
+    return (w.square().sum(dim=[2, 3, 4]) + DEMOD_EPS).rsqrt()
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                     noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: int = 0,
+                     resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
+                     flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
+    """x [N, I, H, W], weight [O, I, kh, kw], styles [N, I] -> [N, O, H * up / down, W * up / down].
+
+    `noise` (broadcastable to the output, e.g. [N, 1, H', W']) is added after demodulation.
+    `padding` is the convolution's own padding (kernel_size // 2 keeps the size).
+    """
+    batch, in_channels = x.shape[0], x.shape[1]
+    if weight.ndim != 4 or weight.shape[1] != in_channels:
+        raise ValueError(f'weight: expected shape [O, {in_channels}, kh, kw], got {list(weight.shape)}')
+    if styles.shape != (batch, in_channels):
+        raise ValueError(f'styles: expected shape [{batch}, {in_channels}], got {list(styles.shape)}')
+    if x.dtype == torch.float16 and demodulate:
+        weight, styles = _prenormalize_fp16(weight, styles)
+    resample = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
+    if not fused_modconv:
+        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
+        x = conv2d_resample.conv2d_resample(x, weight.to(x.dtype), **resample)
+        if demodulate:
+            x = x * demodulation_coefficients(weight, styles).to(x.dtype).reshape(batch, -1, 1, 1)
+        return x + noise.to(x.dtype) if noise is not None else x
+    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
+    if demodulate:
+        w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + DEMOD_EPS).rsqrt()
+    out_channels = weight.shape[0]
+    x = x.reshape(1, batch * in_channels, *x.shape[2:])
+    w = w.reshape(batch * out_channels, in_channels, *weight.shape[2:])
+    x = conv2d_resample.conv2d_resample(x, w.to(x.dtype), groups=batch, **resample)
+    x = x.reshape(batch, out_channels, *x.shape[2:])
+    return x + noise.to(x.dtype) if noise is not None else x
