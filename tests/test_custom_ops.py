@@ -1,0 +1,111 @@
+"""torch_utils/custom_ops.py: plugins are built at most once per process, a failure is cached and
+reported in one line, no CUDA device means no build attempt, and CPU tensors never reach a plugin."""
+import os
+
+import pytest
+import torch
+from torch.utils import cpp_extension
+
+from torch_utils import custom_ops
+from torch_utils.ops import bias_act_cuda, upfirdn2d_cuda
+from torch_utils.ops.bias_act import bias_act
+from torch_utils.ops.upfirdn2d import setup_filter, upfirdn2d
+
+NINJA_FAILURE = ("Error building extension 'bias_act_plugin': [1/3] /usr/local/cuda/bin/nvcc -c bias_act.cu\n"
+                 "FAILED: bias_act.cuda.o\n"
+                 "bias_act.cu(12): error: identifier \"foo\" is undefined\n"
+                 "ninja: build stopped: subcommand failed.")
+
+
+@pytest.fixture
+def fresh_cache(monkeypatch, tmp_path):
+    """An empty plugin cache and a private extensions directory."""
+    monkeypatch.setattr(custom_ops, '_plugins', {})
+    monkeypatch.setenv('TORCH_EXTENSIONS_DIR', str(tmp_path))
+
+
+class FakeLoad:
+    """Stands in for cpp_extension.load: records its calls and returns `result` or raises it."""
+
+    def __init__(self):
+        self.calls = []
+        self.result = object()
+
+    def __call__(self, **kwargs):
+        self.calls.append(kwargs)
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+@pytest.fixture
+def fake_load(monkeypatch):
+    """A FakeLoad installed as cpp_extension.load."""
+    fake = FakeLoad()
+    monkeypatch.setattr(cpp_extension, 'load', fake)
+    return fake
+
+
+def _pretend_cuda(monkeypatch, available: bool) -> None:
+    """Make torch.cuda.is_available() return `available`."""
+    monkeypatch.setattr(torch.cuda, 'is_available', lambda: available)
+
+
+@pytest.mark.parametrize('error, shown', [(RuntimeError(NINJA_FAILURE), 'identifier "foo" is undefined'),
+                                          (OSError('CUDA_HOME environment variable is not set.'), 'CUDA_HOME')])
+def test_failed_build_is_cached_and_reported_in_one_line(monkeypatch, capsys, fresh_cache, fake_load, error, shown):
+    """Three calls: one build attempt, one line on stderr naming the plugin and the cause, None each time."""
+    _pretend_cuda(monkeypatch, True)
+    fake_load.result = error
+    results = [custom_ops.get_plugin('bias_act_plugin', ['bias_act.cpp', 'bias_act.cu']) for _ in range(3)]
+    assert results == [None, None, None]
+    assert len(fake_load.calls) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and captured.out == ''
+    assert 'bias_act_plugin' in lines[0] and shown in lines[0] and 'failed' in lines[0]
+
+
+def test_successful_build_is_cached(monkeypatch, capsys, fresh_cache, fake_load):
+    """The module is built once, with our nvcc flags and sources from ops/cuda, and returned every time."""
+    _pretend_cuda(monkeypatch, True)
+    modules = [custom_ops.get_plugin('upfirdn2d_plugin', ['upfirdn2d.cpp', 'upfirdn2d.cu']) for _ in range(2)]
+    assert modules[0] is fake_load.result and modules[1] is modules[0]
+    assert len(fake_load.calls) == 1
+    assert fake_load.calls[0]['extra_cuda_cflags'] == custom_ops.cuda_flags()
+    assert all(os.path.isfile(p) and p.startswith(custom_ops.SOURCE_DIR) for p in fake_load.calls[0]['sources'])
+    assert fake_load.calls[0]['build_directory'].startswith(os.environ['TORCH_EXTENSIONS_DIR'])
+    assert capsys.readouterr().err == ''
+
+
+def test_no_cuda_device_means_no_build_and_no_message(monkeypatch, capsys, fresh_cache, fake_load):
+    """Without a CUDA device get_plugin returns None without trying to build, silently."""
+    _pretend_cuda(monkeypatch, False)
+    assert custom_ops.get_plugin('bias_act_plugin', ['bias_act.cpp', 'bias_act.cu']) is None
+    assert not upfirdn2d_cuda.available() and not bias_act_cuda.available()
+    assert fake_load.calls == []
+    assert capsys.readouterr().err == ''
+
+
+def test_build_directory_depends_on_flags(fresh_cache):
+    """Changing the nvcc flags (or sources) selects a different build directory."""
+    sources = [os.path.join(custom_ops.SOURCE_DIR, s) for s in ('bias_act.cpp', 'bias_act.cu')]
+    plain = custom_ops._build_dir('bias_act_plugin', sources, custom_ops.cuda_flags())
+    debug = custom_ops._build_dir('bias_act_plugin', sources, custom_ops.cuda_flags(['-G']))
+    assert plain != debug and os.path.isdir(plain)
+
+
+def test_cpu_tensors_never_touch_the_plugin(monkeypatch):
+    """impl='auto' on CPU tensors uses PyTorch without building; impl='cuda' is a clear error."""
+    def no_build(*args, **kwargs):
+        raise AssertionError('get_plugin must not be called for CPU tensors')
+
+    monkeypatch.setattr(custom_ops, 'get_plugin', no_build)
+    x = torch.randn(1, 2, 8, 8)
+    f = setup_filter([1, 3, 3, 1])
+    assert upfirdn2d(x, f, up=2, padding=[2, 1, 2, 1]).shape == (1, 2, 16, 16)
+    assert bias_act(x, torch.zeros(2), act='lrelu').shape == x.shape
+    with pytest.raises(ValueError, match='CUDA tensor'):
+        upfirdn2d(x, f, impl='cuda')
+    with pytest.raises(ValueError, match='CUDA tensor'):
+        bias_act(x, impl='cuda')
