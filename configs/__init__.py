@@ -1,0 +1,1 @@
+"""Typed, frozen configuration presets (dataclasses) turned into plain keyword arguments."""
