@@ -136,7 +136,7 @@ def _count_backbone_passes(D, img, c):
 
 def test_backbone_runs_once_when_folding_and_twice_like_the_original():
     img, c = _images(), _cameras(4)
-    folded, unfolded = _D(), _D(fold_logits=False)
+    folded, unfolded = _D(fold_logits=True), _D()
     unfolded.load_state_dict(folded.state_dict())
     passes, out = _count_backbone_passes(folded, img, c)
     assert passes == 1
@@ -189,14 +189,14 @@ def test_disc_c_noise_only_in_training_and_never_on_the_pose():
 
 
 def test_state_dict_round_trip():
-    D = _D(disc_c_noise=0.5, fold_logits=False)
+    D = _D(disc_c_noise=0.5, fold_logits=True)
     buffer = io.BytesIO()
     torch.save(persistence.module_to_dict(D), buffer)
     buffer.seek(0)
     clone = persistence.module_from_dict(torch.load(buffer, weights_only=True)).eval()
     D.eval()
     img, c = _images(), _cameras(4)
-    assert clone.fold_logits is False and clone.disc_c_noise == 0.5
+    assert clone.fold_logits is True and clone.disc_c_noise == 0.5
     for key in ('logits', 'pose'):
         torch.testing.assert_close(clone(img, c)[key], D(img, c)[key], rtol=0, atol=0)
 

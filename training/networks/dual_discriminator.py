@@ -64,7 +64,10 @@ def _check_images(img: Mapping[str, torch.Tensor]) -> None:
 class DualDiscriminator(torch.nn.Module):
     """D(img, c) -> dict(logits [N, 1], pose [N, 6]); img = dict(image, image_raw, image_mask), c [N, 25].
 
-    Explicit symmetry (§2.6) with ONE backbone pass: the whole 7-channel input of left samples
+    Explicit symmetry (§2.6). The default runs the backbone twice, as the original does: once on
+    the folded batch for the pose, once on the unfolded batch for the logit. It must, because a
+    folded logit cannot see a left/right asymmetry of G's distribution (below). `fold_logits=True`
+    trades that for ONE backbone pass: the whole 7-channel input of left samples
     (camera t_x >= 0) is flipped and their camera mirrored, the backbone runs once on this folded
     batch, P_D predicts the pose in the folded frame from (features, folded camera), and the
     realism logit uses the same features conditioned on (folded camera, folded pose, detached).
@@ -72,14 +75,13 @@ class DualDiscriminator(torch.nn.Module):
     augmentation the real distribution is mirror-symmetric, so the folded game has the same
     optimum for the symmetrised fake distribution; what it cannot see is a left/right asymmetry
     of G's distribution itself (a "chirality" that only the mirror of a sample would reveal).
-    The original runs the backbone twice (§5): once folded for the pose, once unfolded for the
-    logit; `fold_logits=False` reproduces that at twice the cost.
+    The second pass is skipped when a batch has no left samples.
     """
 
     def __init__(self, img_resolution: int, architecture: str = 'resnet', channel_base: int = 32768,
                  channel_max: int = 512, num_fp16_res: int = 4, conv_clamp: Optional[float] = 256,
                  cmap_dim: Optional[int] = None, disc_c_noise: float = 0.0,
-                 pose_hidden_features: Sequence[int] = (2048, 512, 128, 32), fold_logits: bool = True,
+                 pose_hidden_features: Sequence[int] = (2048, 512, 128, 32), fold_logits: bool = False,
                  block_kwargs: Optional[dict] = None, mapping_kwargs: Optional[dict] = None,
                  epilogue_kwargs: Optional[dict] = None):
         super().__init__()
