@@ -120,7 +120,7 @@ def test_predict_pose_is_mirror_equivariant():
 
 
 def test_folded_logits_are_mirror_invariant():
-    D = _D()
+    D = _D(fold_logits=True)
     img, c = _images(n=8), _cameras(8, seed=2)
     torch.testing.assert_close(D(_mirror(img), mirror_camera(c))['logits'], D(img, c)['logits'],
                                rtol=0, atol=1e-5)

@@ -77,7 +77,7 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
                     flip_filter: bool = False) -> torch.Tensor:
     """x: [N, C, H, W], w: [O, C/groups, kh, kw] -> [N, O, H', W'] (f: filter as for upfirdn2d)."""
     _validate(x, w, groups, up, down)
-    if (up > 1 and down > 1) or ((up > 1 or down > 1) and f is None):
+    if up > 1 and down > 1:
         return _conv2d_resample_general(x, w, f, up, down, padding, groups, flip_weight, flip_filter)
     pad = _total_padding(f, up, down, padding)
     if not flip_weight:
