@@ -5,7 +5,7 @@ Usage (from the repository root; the allocator setting matters on the build VMs,
 
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296 \\
         python bench/warp.py [--batch 1 4] [--rays 4096] [--samples 96] [--threads 2] [--runs 3]
-        [--warmup 1] [--method clustered] [--mesh body|sphere] [--device cpu]
+        [--warmup 1] [--method auto|cpp|clustered|brute] [--mesh body|sphere] [--device cpu]
 
 Points are one render's worth per batch element: --rays rays (64^2 = 4096 at neural rendering
 resolution 64) of --samples sorted stratified depths between the near and far planes, from cameras
@@ -15,7 +15,8 @@ and posed by a fixed neck+head pose, or, with --mesh sphere, a head-sized icosph
 Every stage is timed once per run, stages interleaved; the median over --runs runs is printed
 (after --warmup untimed runs), as wall time and as process CPU time (all threads), which is less
 sensitive to other jobs on a shared machine. forward+backward differentiates the sum of the warped points
-with respect to the posed vertices.
+with respect to the posed vertices. The points are passed ray by ray (samples of a ray contiguous), as
+the renderer passes them; the 'cpp' search relies on that order for its speed (warm starts).
 """
 import argparse
 import math
@@ -30,7 +31,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.schema import CameraConfig  # noqa: E402
 from training import cameras  # noqa: E402
-from training.deformation.point_to_mesh import brute_force_nearest_triangles, nearest_triangles  # noqa: E402
+from training.deformation.point_to_mesh import (SEARCH_METHODS, brute_force_nearest_triangles,  # noqa: E402
+                                                nearest_triangles, resolve_method)
 from training.deformation.warp import MeshWarp, face_transforms, transfer_points  # noqa: E402
 
 RAY_START, RAY_END = 2.25, 3.3      # training near/far planes (system.md §3)
@@ -50,7 +52,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=2, help='torch intra-op threads')
     parser.add_argument('--runs', type=int, default=3)
     parser.add_argument('--warmup', type=int, default=1, help='untimed runs first')
-    parser.add_argument('--method', default='clustered', choices=['clustered', 'brute'])
+    parser.add_argument('--method', default='auto', choices=SEARCH_METHODS)
     parser.add_argument('--mesh', default='body', choices=['body', 'sphere'])
     parser.add_argument('--device', default='cpu')
     return parser.parse_args(argv)
@@ -137,7 +139,8 @@ def main(argv=None):
     canonical, faces, posed = body_mesh() if args.mesh == 'body' else sphere_mesh()
     warp = MeshWarp(canonical, faces, THICKNESS, method=args.method).to(device)
     print(f'mesh {args.mesh}: V={canonical.shape[0]}, searched faces F={faces.shape[0]}, thickness {THICKNESS}, '
-          f'threads {torch.get_num_threads()}, device {device}, method {args.method}')
+          f'threads {torch.get_num_threads()}, device {device}, method {args.method} '
+          f'({resolve_method(args.method, torch.zeros(1, 3, device=device))})')
     generator = torch.Generator().manual_seed(0)
     for batch in args.batch:
         points = render_points(batch, args.rays, args.samples, generator).to(device)

@@ -1,5 +1,6 @@
 """torch_utils/custom_ops.py: plugins are built at most once per process, a failure is cached and
-reported in one line, no CUDA device means no build attempt, and CPU tensors never reach a plugin."""
+reported in one line, no CUDA device means no CUDA build attempt, CPU tensors never reach a CUDA
+plugin, and CPU-only plugins build with OpenMP flags in a directory keyed by the host CPU."""
 import os
 
 import pytest
@@ -109,3 +110,58 @@ def test_cpu_tensors_never_touch_the_plugin(monkeypatch):
         upfirdn2d(x, f, impl='cuda')
     with pytest.raises(ValueError, match='CUDA tensor'):
         bias_act(x, impl='cuda')
+
+
+CPU_SOURCE_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), 'training', 'deformation',
+                              'csrc')
+GCC_FAILURE = ("Error building extension 'nearest_triangle_plugin': [1/2] c++ -c nearest_triangle.cpp\n"
+               "FAILED: nearest_triangle.o\n"
+               "nearest_triangle.cpp:12:10: fatal error: torch/extension.h: No such file or directory\n"
+               "ninja: build stopped: subcommand failed.")
+
+
+def test_failed_cpu_build_is_cached_and_reported_in_one_line(monkeypatch, capsys, fresh_cache, fake_load):
+    """A CPU plugin is built without any CUDA device; a failure is one stderr line and is not retried."""
+    _pretend_cuda(monkeypatch, False)
+    fake_load.result = RuntimeError(GCC_FAILURE)
+    results = [custom_ops.get_plugin('nearest_triangle_plugin', ['nearest_triangle.cpp'], cuda=False,
+                                     source_dir=CPU_SOURCE_DIR) for _ in range(3)]
+    assert results == [None, None, None]
+    assert len(fake_load.calls) == 1
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1 and captured.out == ''
+    assert 'nearest_triangle_plugin' in lines[0] and 'torch/extension.h' in lines[0] and 'failed' in lines[0]
+
+
+def test_successful_cpu_build_uses_openmp_flags_and_is_cached(monkeypatch, capsys, fresh_cache, fake_load):
+    """CPU plugins get CPU_CFLAGS / CPU_LDFLAGS (no nvcc flags) and sources from their own folder."""
+    _pretend_cuda(monkeypatch, False)
+    modules = [custom_ops.get_plugin('nearest_triangle_plugin', ['nearest_triangle.cpp'], cuda=False,
+                                     source_dir=CPU_SOURCE_DIR) for _ in range(2)]
+    assert modules[0] is fake_load.result and modules[1] is modules[0]
+    assert len(fake_load.calls) == 1
+    call = fake_load.calls[0]
+    assert call['extra_cflags'] == custom_ops.CPU_CFLAGS and '-fopenmp' in call['extra_cflags']
+    assert call['extra_ldflags'] == custom_ops.CPU_LDFLAGS and 'extra_cuda_cflags' not in call
+    assert call['sources'] == [os.path.join(CPU_SOURCE_DIR, 'nearest_triangle.cpp')]
+    assert call['build_directory'].startswith(os.environ['TORCH_EXTENSIONS_DIR'])
+    assert capsys.readouterr().err == ''
+
+
+def test_cpu_build_directory_depends_on_the_host_cpu(fresh_cache):
+    """-march=native builds are keyed by the host CPU, so a shared cache never serves another CPU's build."""
+    sources = [os.path.join(CPU_SOURCE_DIR, 'nearest_triangle.cpp')]
+    here = custom_ops._build_dir('nearest_triangle_plugin', sources, custom_ops.CPU_CFLAGS, CPU_SOURCE_DIR,
+                                 custom_ops.host_cpu())
+    other = custom_ops._build_dir('nearest_triangle_plugin', sources, custom_ops.CPU_CFLAGS, CPU_SOURCE_DIR,
+                                  'model name: another CPU')
+    assert here != other and custom_ops.host_cpu()
+
+
+@pytest.mark.parametrize('kwargs', [dict(), dict(source_dir=CPU_SOURCE_DIR, extra_cuda_cflags=['-G'])])
+def test_cpu_plugin_needs_a_source_dir_and_no_nvcc_flags(fresh_cache, fake_load, kwargs):
+    """cuda=False without source_dir, or with nvcc flags, is a ValueError before any build."""
+    with pytest.raises(ValueError, match='CPU plugins'):
+        custom_ops.get_plugin('nearest_triangle_plugin', ['nearest_triangle.cpp'], cuda=False, **kwargs)
+    assert fake_load.calls == []

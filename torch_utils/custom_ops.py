@@ -1,13 +1,17 @@
-"""Lazy, cached building of compiled operator plugins (CUDA kernels via torch.utils.cpp_extension).
+"""Lazy, cached building of compiled operator plugins via torch.utils.cpp_extension: CUDA kernels
+(sources in ops/cuda/, built only when a CUDA device is present) and CPU-only C++ extensions
+(sources in any folder, built with OpenMP).
 
 A plugin is built at most once per process: success and failure are both cached, and a failure
 prints one line and makes callers fall back to the PyTorch implementation. Nothing is compiled
 at import time. Builds go to $TORCH_EXTENSIONS_DIR (default ~/.cache/portrait3d/torch_extensions)
-in a directory keyed by a hash of the sources, headers, flags and torch version.
+in a directory keyed by a hash of the sources, headers, flags and torch version (and, for CPU
+plugins built with -march=native, the host CPU).
 """
 import glob
 import hashlib
 import os
+import platform
 import re
 import sys
 from typing import Dict, List, Optional
@@ -27,13 +31,29 @@ def cuda_flags(extra_cuda_cflags: Optional[List[str]] = None) -> List[str]:
     return ['--use_fast_math'] + list(extra_cuda_cflags or [])
 
 
-def _build_dir(name: str, sources: List[str], flags: List[str]) -> str:
-    """A build directory under the extensions cache, unique to the sources, headers and flags."""
+# Compiler and linker flags of CPU plugins. -march=native suits a JIT build used on the machine that
+# built it; the build directory is keyed by the host CPU's feature flags too (host_cpu).
+CPU_CFLAGS = ['-O3', '-march=native', '-fopenmp']
+CPU_LDFLAGS = ['-fopenmp']
+
+
+def host_cpu() -> str:
+    """The CPU's model and feature flags (from /proc/cpuinfo where available, else platform)."""
+    try:
+        with open('/proc/cpuinfo') as f:
+            lines = [line for line in f if line.startswith(('model name', 'flags'))]
+        return ''.join(sorted(set(lines)))
+    except OSError:
+        return platform.machine() + platform.processor()
+
+
+def _build_dir(name: str, sources: List[str], flags: List[str], source_dir: str = SOURCE_DIR, host: str = '') -> str:
+    """A build directory under the extensions cache, unique to the sources, headers, flags and `host`."""
     digest = hashlib.sha256()
-    for path in list(sources) + sorted(glob.glob(os.path.join(SOURCE_DIR, '*.h'))):
+    for path in list(sources) + sorted(glob.glob(os.path.join(source_dir, '*.h'))):
         with open(path, 'rb') as f:
             digest.update(f.read())
-    digest.update(' '.join(flags + [torch.__version__, str(torch.version.cuda)]).encode())
+    digest.update(' '.join(flags + [torch.__version__, str(torch.version.cuda)] + ([host] if host else [])).encode())
     root = os.environ.get('TORCH_EXTENSIONS_DIR') or os.path.join(
         os.environ.get('XDG_CACHE_HOME', os.path.expanduser('~/.cache')), 'portrait3d', 'torch_extensions')
     path = os.path.join(root, f'{name}-{digest.hexdigest()[:16]}')
@@ -50,25 +70,44 @@ def _summary(error: BaseException) -> str:
     return (lines[-1] if lines else type(error).__name__)[:300]
 
 
-def get_plugin(name: str, sources: List[str], extra_cuda_cflags: Optional[List[str]] = None,
-               verbose: bool = False) -> Optional[object]:
-    """Build (once) and return the extension module `name` from files in `ops/cuda/`, or None.
+def _report_failure(name: str, error: BaseException) -> None:
+    """The one-line message of a failed build, on stderr."""
+    print(f'Setting up PyTorch plugin "{name}"... failed ({_summary(error)}); using the PyTorch '
+          f'implementation. See docs/troubleshooting.md.', file=sys.stderr)
 
-    None means the plugin is unavailable in this process: no CUDA device (silently), or a failed
-    build (no toolchain, compiler error, ...), which is reported in one line on stderr.
+
+def _load(name: str, paths: List[str], source_dir: str, cuda: bool, flags: List[str], verbose: bool):
+    """Compile and import the extension (cpp_extension.load with CUDA or CPU/OpenMP flags)."""
+    from torch.utils import cpp_extension
+    build_directory = _build_dir(name, paths, flags, source_dir, '' if cuda else host_cpu())
+    if cuda:
+        return cpp_extension.load(name=name, sources=paths, build_directory=build_directory,
+                                  extra_cuda_cflags=flags, verbose=verbose)
+    return cpp_extension.load(name=name, sources=paths, build_directory=build_directory, extra_cflags=flags,
+                              extra_ldflags=CPU_LDFLAGS, verbose=verbose)
+
+
+def get_plugin(name: str, sources: List[str], extra_cuda_cflags: Optional[List[str]] = None,
+               verbose: bool = False, cuda: bool = True, source_dir: Optional[str] = None) -> Optional[object]:
+    """Build (once) and return the extension module `name`, or None.
+
+    cuda=True: sources in `ops/cuda/` (or source_dir), built only when a CUDA device is present.
+    cuda=False: a CPU-only C++ extension from source_dir (required), built with CPU_CFLAGS.
+    None means the plugin is unavailable in this process: no CUDA device for a CUDA plugin
+    (silently), or a failed build (no toolchain, compiler error, ...), reported in one line on stderr.
     """
     if name in _plugins:
         return _plugins[name]
+    if not cuda and (source_dir is None or extra_cuda_cflags):
+        raise ValueError('CPU plugins need source_dir (the folder of their sources) and take no nvcc flags')
     module = None
-    if torch.cuda.is_available():
-        paths = [os.path.join(SOURCE_DIR, s) for s in sources]
-        flags = cuda_flags(extra_cuda_cflags)
+    if not cuda or torch.cuda.is_available():
+        source_dir = source_dir or SOURCE_DIR
+        paths = [os.path.join(source_dir, s) for s in sources]
+        flags = cuda_flags(extra_cuda_cflags) if cuda else CPU_CFLAGS
         try:
-            from torch.utils import cpp_extension
-            module = cpp_extension.load(name=name, sources=paths, build_directory=_build_dir(name, paths, flags),
-                                        extra_cuda_cflags=flags, verbose=verbose)
-        except Exception as error:  # the build can fail in many ways (ninja, nvcc, compiler, ABI)
-            print(f'Setting up PyTorch plugin "{name}"... failed ({_summary(error)}); using the PyTorch '
-                  f'implementation. See docs/troubleshooting.md.', file=sys.stderr)
+            module = _load(name, paths, source_dir, cuda, flags, verbose)
+        except Exception as error:  # the build can fail in many ways (ninja, compiler, linker, ABI)
+            _report_failure(name, error)
     _plugins[name] = module
     return module

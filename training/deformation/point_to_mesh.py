@@ -12,7 +12,8 @@ search every remaining leaf whose box is still closer than U. A skipped leaf's f
 are all at least U away, so the result is the brute-force minimum (up to float rounding: bounds
 are compared with a margin of 16 eps times the coordinate scale). With max_distance, U starts at
 max_distance and points with nothing closer are reported as (-1, inf) without a full search.
-The point-triangle distance itself is in triangle_distance.py.
+The point-triangle distance itself is in triangle_distance.py. The compiled CPU kernel
+(nearest_triangle_cpp.py, method 'cpp') is an accelerator with the same contract.
 """
 
 import math
@@ -20,14 +21,16 @@ from typing import NamedTuple
 
 import torch
 
+from training.deformation import nearest_triangle_cpp
 from training.deformation.triangle_distance import dot3, face_rows, point_triangle_sq_distance, sq_distance_from_rows
 
 __all__ = ['point_triangle_sq_distance', 'brute_force_nearest_triangles', 'cluster_faces', 'cluster_boxes',
-           'build_clustered_meshes', 'clustered_nearest_triangles', 'nearest_triangles', 'default_chunk']
+           'build_clustered_meshes', 'clustered_nearest_triangles', 'nearest_triangles', 'resolve_method',
+           'default_chunk']
 
 LEAF_SIZE = 8      # faces per leaf, searched exactly when its box is closer than the best distance
 FANOUTS = (8,)     # children per node, top level first; every point bounds every top-level box
-SEARCH_METHODS = ('clustered', 'brute')
+SEARCH_METHODS = ('auto', 'cpp', 'clustered', 'brute')
 CPU_CHUNK = 2048           # points per clustered-search block on the CPU (fits the caches)
 ACCELERATOR_CHUNK = 65536  # points per block elsewhere
 BRUTE_FORCE_PAIRS = 2 ** 19  # point-face pairs per brute-force block
@@ -256,20 +259,35 @@ def clustered_nearest_triangles(points, vertices, faces, order, max_distance=mat
     return face, sq
 
 
+def resolve_method(method: str, points) -> str:
+    """The concrete search for `method` on `points`: 'auto' is 'cpp' for float32 CPU points when the
+    plugin builds, else 'clustered'."""
+    if method not in SEARCH_METHODS:
+        raise ValueError(f'method must be one of {SEARCH_METHODS}, got {method!r}')
+    if method == 'cpp' and points.device.type != 'cpu':
+        raise ValueError(f"method='cpp' needs CPU tensors, got points on {points.device}")
+    if method != 'auto':
+        return method
+    cpu_float = points.device.type == 'cpu' and points.dtype == torch.float32
+    return 'cpp' if cpu_float and nearest_triangle_cpp.available() else 'clustered'
+
+
 @torch.no_grad()
-def nearest_triangles(points, vertices, faces, max_distance=math.inf, method='clustered', chunk=None, order=None):
+def nearest_triangles(points, vertices, faces, max_distance=math.inf, method='auto', chunk=None, order=None):
     """Nearest triangle and its squared distance: points [P,3] or [B,P,3], vertices [V,3] or [B,V,3].
 
     Returns (face_index, sq_distance), shaped like points without the last axis; face_index indexes
     `faces`. Points with no triangle closer than max_distance get face -1 and distance inf. Ties
     (a point nearest to a shared edge or vertex) go to one of the tied faces, deterministically.
-    method: 'clustered' (branch and bound, exact; the default on every device) or 'brute' (all
-    faces; the reference, O(P F) work). chunk: points per block of the clustered search (default
-    per device, see default_chunk). order: cluster_faces(...) of these faces, to reuse.
+    method: 'auto' (the default: 'cpp' for float32 CPU points when the plugin builds, else
+    'clustered'), 'cpp' (compiled CPU kernel, exact, computes in float32; fastest when consecutive
+    points are near each other, e.g. ordered ray by ray), 'clustered' (branch and bound in
+    PyTorch, exact; the reference on every device) or 'brute' (all faces; O(P F) work).
+    chunk: points per block of the clustered search (default per device, see default_chunk).
+    order: cluster_faces(...) of these faces, to reuse (clustered only).
     """
     _check_inputs(points, vertices, faces)
-    if method not in SEARCH_METHODS:
-        raise ValueError(f'method must be one of {SEARCH_METHODS}, got {method!r}')
+    method = resolve_method(method, points)
     batched = points.ndim == 3
     if not batched:
         points, vertices = points[None], vertices[None]
@@ -278,6 +296,8 @@ def nearest_triangles(points, vertices, faces, max_distance=math.inf, method='cl
         face, sq = (torch.stack(t) for t in zip(*results))
         outside = sq >= max_distance * max_distance
         face, sq = face.masked_fill(outside, -1), sq.masked_fill(outside, math.inf)
+    elif method == 'cpp':
+        face, sq = nearest_triangle_cpp.nearest_triangles(points, vertices, faces, max_distance)
     else:
         order = cluster_faces(vertices[0], faces) if order is None else order
         face, sq = clustered_nearest_triangles(points, vertices, faces, order, max_distance, chunk)

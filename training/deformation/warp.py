@@ -14,15 +14,17 @@ selected without gradient; gradients reach the posed vertices (hence the pose) t
 
 A point nearest to an edge or vertex shared by several faces has several nearest faces with
 different frames (system.md §12 item 19: the warp is discontinuous there); the search picks one of
-them deterministically. The search is exact (point_to_mesh.py), batched over B, and runs in blocks
-of `chunk` points; the transfer is a gather of 12 numbers per point.
+them deterministically. The search is exact (point_to_mesh.py), batched over B; on the CPU it is the
+compiled kernel (method 'auto' -> 'cpp') when it builds, which is fastest when the points come ray by
+ray with the samples of a ray contiguous ([B, rays * samples, 3], as the renderer passes them):
+consecutive points start from each other's nearest face. The transfer is a gather of 12 numbers per point.
 """
 
 from typing import Optional
 
 import torch
 
-from training.deformation.point_to_mesh import SEARCH_METHODS, cluster_faces, nearest_triangles
+from training.deformation.point_to_mesh import SEARCH_METHODS, cluster_faces, nearest_triangles, resolve_method
 
 
 def triangle_frames(v0, v1, v2):
@@ -94,20 +96,21 @@ def _warp(points, posed_vertices, canonical_vertices, faces, thickness, chunk, m
 
 
 def warp_points(points, posed_vertices, canonical_vertices, faces, thickness: float,
-                chunk: Optional[int] = None, method: str = 'clustered'):
+                chunk: Optional[int] = None, method: str = 'auto'):
     """Warp sample points from posed to canonical space (system.md §2.5).
 
     points [B,P,3] (posed/observation space), posed_vertices [B,V,3] (posed mesh, differentiable),
     canonical_vertices [V,3], faces [F,3] (the face subset to use, e.g. the canonical-box faces),
     thickness: points farther than this from the posed mesh are left unchanged.
-    chunk: points per search block (None: per device); method: 'clustered' or 'brute' (see
-    point_to_mesh.nearest_triangles; both exact).
+    chunk: points per block of the clustered search (None: per device); method: 'auto', 'cpp',
+    'clustered' or 'brute' (see point_to_mesh.nearest_triangles; all exact). Points ordered ray by
+    ray (samples of a ray contiguous) are searched fastest by 'cpp'.
     Returns (canonical_points [B,P,3], inside [B,P] bool: the nearest face is closer than thickness).
     """
     _check_mesh(canonical_vertices, faces, thickness, chunk, method)
     _check_points(points, posed_vertices, canonical_vertices)
     # Grouped on the canonical mesh, so that ties break alike in every call (MeshWarp does the same).
-    order = cluster_faces(canonical_vertices, faces) if method == 'clustered' else None
+    order = cluster_faces(canonical_vertices, faces) if resolve_method(method, points) == 'clustered' else None
     return _warp(points, posed_vertices, canonical_vertices, faces, thickness, chunk, method, order)
 
 
@@ -115,7 +118,7 @@ class MeshWarp(torch.nn.Module):
     """The §2.5 warp with its mesh as buffers; the clustered search's face grouping is built once."""
 
     def __init__(self, canonical_vertices, faces, thickness: float, chunk: Optional[int] = None,
-                 method: str = 'clustered'):
+                 method: str = 'auto'):
         """canonical_vertices [V,3] (neck-centred T-pose), faces [F,3] (the subset to search),
         thickness (scene units, the §2.5 cut-off), chunk (points per search block, None: per device),
         method (nearest-triangle search, see point_to_mesh.nearest_triangles)."""
