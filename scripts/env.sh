@@ -16,6 +16,9 @@ if [ ! -f "$stamp" ] || [ "$repo/setup.py" -nt "$stamp" ]; then
     touch "$stamp"
 fi
 export PATH="$VENV/bin:$PATH"
+# Idle OpenMP threads sleep instead of spinning: on a shared or oversubscribed machine spinning
+# threads made the test suite several times slower.
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE}
 # Large allocations stay mapped instead of being returned to the kernel after every op:
 # about 1.7x faster PyTorch on these VMs (see docs/performance.md).
 export GLIBC_TUNABLES=${GLIBC_TUNABLES:-glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296}
