@@ -9,6 +9,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import bias_act_fast
 from .dispatch import resolve_impl
 
 
@@ -45,6 +46,7 @@ def _resolve_params(act: str, alpha, gain, clamp):
 
 
 def _validate(x: torch.Tensor, b: Optional[torch.Tensor], dim: int) -> None:
+    """Raise ValueError naming the first bad argument."""
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
         raise ValueError(f'x: expected a floating-point tensor, got {getattr(x, "dtype", type(x).__name__)}')
     if b is None:
@@ -71,21 +73,33 @@ def _bias_act_ref(x, b, dim, spec: Activation, alpha: float, gain: float, clamp:
 
 
 def _cuda_available() -> bool:
+    """Whether the CUDA plugin builds (once per process)."""
     from . import bias_act_cuda
     return bias_act_cuda.available()
+
+
+def _auto_impl(act: str, alpha: float, gain: float) -> str:
+    """'fast' wherever its two-pass form applies (relu/lrelu, gain > 0), else 'ref'.
+
+    The fast path is plain PyTorch with fewer passes over memory, so it suits any device
+    without the plugin (measured on the CPU: docs/performance.md).
+    """
+    return 'fast' if bias_act_fast.applies(act, alpha, gain) else 'ref'
 
 
 def bias_act(x: torch.Tensor, b: Optional[torch.Tensor] = None, dim: int = 1, act: str = 'linear',
              alpha: Optional[float] = None, gain: Optional[float] = None, clamp: Optional[float] = None,
              impl: str = 'auto') -> torch.Tensor:
-    """Add bias `b` along `dim`, apply `act`, scale by `gain`, clamp to [-clamp, clamp]. Same shape as x."""
+    """Add bias `b` along `dim`, apply `act`, scale by `gain`, clamp to [-clamp, clamp]. Same shape as x.
+
+    impl='fast' covers relu/lrelu with gain > 0 and computes the reference for everything else.
+    """
     _validate(x, b, dim)
     spec, alpha, gain, clamp = _resolve_params(act, alpha, gain, clamp)
-    impl = resolve_impl('bias_act', impl, x, _cuda_available, auto_fallback=lambda _: 'ref')
+    impl = resolve_impl('bias_act', impl, x, _cuda_available, auto_fallback=lambda _: _auto_impl(act, alpha, gain))
     if impl == 'cuda':
         from .bias_act_cuda import bias_act_cuda
         return bias_act_cuda(x, b, dim, act, alpha, gain, clamp)
-    if impl == 'fast':
-        from .bias_act_fast import bias_act_fast
-        return bias_act_fast(x, b, dim, spec, alpha, gain, clamp)
+    if impl == 'fast' and bias_act_fast.applies(act, alpha, gain):
+        return bias_act_fast.bias_act_fast(x, b, dim, act, alpha, gain, clamp)
     return _bias_act_ref(x, b, dim, spec, alpha, gain, clamp)

@@ -19,6 +19,7 @@ from . import upfirdn2d as _up
 
 
 def _validate(x: torch.Tensor, w: torch.Tensor, groups: int, up: int, down: int) -> None:
+    """Raise ValueError naming the first bad argument."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f'x: expected a 4-D [N, C, H, W] tensor, got {_up._describe(x)}')
     if not isinstance(w, torch.Tensor) or w.ndim != 4 or w.dtype != x.dtype:
@@ -34,9 +35,11 @@ def _total_padding(f: Optional[torch.Tensor], up: int, down: int, padding) -> Tu
     fw, fh = _up._get_filter_size(f)
     px0, px1, py0, py1 = _up._parse_padding(padding)
     if up > 1:
-        px0, px1, py0, py1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2, py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
+        px0, px1 = px0 + (fw + up - 1) // 2, px1 + (fw - up) // 2
+        py0, py1 = py0 + (fh + up - 1) // 2, py1 + (fh - up) // 2
     if down > 1:
-        px0, px1, py0, py1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2, py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
+        px0, px1 = px0 + (fw - down + 1) // 2, px1 + (fw - down) // 2
+        py0, py1 = py0 + (fh - down + 1) // 2, py1 + (fh - down) // 2
     return px0, px1, py0, py1
 
 
@@ -88,7 +91,8 @@ def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] 
     if down > 1:
         return F.conv2d(_up.upfirdn2d(x, f, padding=pad, flip_filter=flip_filter), w, stride=down, groups=groups)
     if up > 1 and pointwise:
-        return _up.upfirdn2d(F.conv2d(x, w, groups=groups), f, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
+        x = F.conv2d(x, w, groups=groups)
+        return _up.upfirdn2d(x, f, up=up, padding=pad, gain=up ** 2, flip_filter=flip_filter)
     if up > 1:
         return _upsampling_conv(x, w, f, up, pad, groups, flip_filter)
     px0, px1, py0, py1 = pad

@@ -5,6 +5,10 @@ Conventions (as in StyleGAN2): `x` is [N, C, H, W]; `f` is a 2-D filter [fh, fw]
 input pixel, pads (negative padding crops), convolves every channel with `f` (a true convolution:
 the filter is flipped unless `flip_filter`), and keeps every `down`-th pixel. `gain` scales the
 result. `padding` is an int, [px, py] or [px0, px1, py0, py1].
+
+Implementations: 'ref' (_upfirdn2d_ref below) is the definition; 'fast' (upfirdn2d_fast.py)
+computes the same without multiplying inserted zeros or discarded samples; 'cuda' is the compiled
+kernel. 'auto' picks per call (_auto_impl).
 """
 from typing import Optional, Sequence, Tuple, Union
 
@@ -18,21 +22,32 @@ Scaling = Union[int, Sequence[int]]
 Padding = Union[int, Sequence[int]]
 
 
+def _as_list(value) -> list:
+    """`value` as a list if it is a sequence, else [value]."""
+    return list(value) if isinstance(value, (list, tuple, torch.Size, np.ndarray)) else [value]
+
+
+def _is_int(v) -> bool:
+    """A Python or numpy integer (not a bool)."""
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
 def _parse_scaling(name: str, value: Scaling) -> Tuple[int, int]:
     """Return (sx, sy) from an int or an [sx, sy] pair; each must be an int >= 1."""
-    pair = [value, value] if isinstance(value, (int, np.integer)) else list(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) and v >= 1 for v in pair):
+    pair = _as_list(value)
+    pair = pair * 2 if len(pair) == 1 else pair
+    if len(pair) != 2 or not all(_is_int(v) and v >= 1 for v in pair):
         raise ValueError(f'{name}: expected an int >= 1 or a pair of them, got {value!r}')
     return int(pair[0]), int(pair[1])
 
 
 def _parse_padding(padding: Padding) -> Tuple[int, int, int, int]:
     """Return (px0, px1, py0, py1) from an int, [px, py] or [px0, px1, py0, py1]."""
-    if isinstance(padding, (int, np.integer)):
-        return (int(padding),) * 4
-    values = list(padding)
-    if not all(isinstance(v, (int, np.integer)) for v in values) or len(values) not in (2, 4):
+    values = _as_list(padding)
+    if not all(_is_int(v) for v in values) or len(values) not in (1, 2, 4):
         raise ValueError(f'padding: expected an int, [px, py] or [px0, px1, py0, py1], got {padding!r}')
+    if len(values) == 1:
+        values = values * 4
     if len(values) == 2:
         values = [values[0], values[0], values[1], values[1]]
     return tuple(int(v) for v in values)
@@ -48,6 +63,7 @@ def _get_filter_size(f: Optional[torch.Tensor]) -> Tuple[int, int]:
 
 
 def _describe(t) -> str:
+    """Shape and dtype of a tensor (or the type of anything else) for error messages."""
     return f'shape {list(t.shape)}, dtype {t.dtype}' if isinstance(t, torch.Tensor) else type(t).__name__
 
 
@@ -81,6 +97,7 @@ def setup_filter(f, device=torch.device('cpu'), normalize: bool = True, flip_fil
 
 
 def _validate(x: torch.Tensor, f: Optional[torch.Tensor]) -> None:
+    """Raise ValueError naming the first bad argument."""
     if not isinstance(x, torch.Tensor) or x.ndim != 4:
         raise ValueError(f'x: expected a 4-D [N, C, H, W] tensor, got {_describe(x)}')
     if not x.dtype.is_floating_point:
@@ -114,8 +131,32 @@ def _upfirdn2d_ref(x, f, up, down, padding, flip_filter, gain):
 
 
 def _cuda_available() -> bool:
+    """Whether the CUDA plugin builds (once per process)."""
     from . import upfirdn2d_cuda
     return upfirdn2d_cuda.available()
+
+
+_FAST_MIN_UP_PIXELS = 256         # upsampling: below 16x16 inputs the per-op overhead outweighs the savings
+_FAST_MIN_FILTER_ELEMENTS = 2 ** 19   # plain filtering: below this the fixed overhead cancels the saved copy
+
+
+def _auto_impl(x: torch.Tensor, f: torch.Tensor, up: Tuple[int, int], down: Tuple[int, int]) -> str:
+    """The pure-PyTorch path 'auto' takes when no CUDA kernel applies (measured: docs/performance.md).
+
+    On the CPU the fast path wins for upsampling (polyphase) from 16x16 inputs up, for
+    downsampling (strided depthwise convolution) at every size, and for plain filtering (the
+    same convolution without the padded copy) on large tensors. It treats `f` as a constant, so a
+    gradient w.r.t. `f` needs the reference. On other devices (CUDA without the plugin, MPS) the
+    reference's single depthwise convolution is a tuned library kernel, while the fast path issues
+    many small kernels and reads the filter back to the host (a device sync): 'ref' there.
+    """
+    if x.device.type != 'cpu' or f.requires_grad:
+        return 'ref'
+    if up != (1, 1):
+        return 'fast' if x.shape[2] * x.shape[3] >= _FAST_MIN_UP_PIXELS else 'ref'
+    if down != (1, 1):
+        return 'fast'
+    return 'fast' if x.numel() >= _FAST_MIN_FILTER_ELEMENTS else 'ref'
 
 
 def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down: Scaling = 1,
@@ -135,7 +176,9 @@ def upfirdn2d(x: torch.Tensor, f: Optional[torch.Tensor], up: Scaling = 1, down:
     if out_w < 1 or out_h < 1:
         raise ValueError(f'padding: output would be empty ({out_h}x{out_w}) for input {list(x.shape)}, '
                          f'filter {fh}x{fw}, up {up}, down {down}, padding {list(padding)}')
-    impl = resolve_impl('upfirdn2d', impl, x, _cuda_available, auto_fallback=lambda _: 'ref')
+    impl = resolve_impl('upfirdn2d', impl, x, _cuda_available, auto_fallback=lambda x: _auto_impl(x, f, up, down))
+    if impl == 'fast' and f.requires_grad:
+        raise ValueError("f: impl='fast' treats the filter as a constant; use impl='ref' for gradients w.r.t. f")
     if impl == 'cuda':
         from .upfirdn2d_cuda import upfirdn2d_cuda
         return upfirdn2d_cuda(x, f, up, down, padding, flip_filter, gain)

@@ -1,0 +1,36 @@
+"""Fast pure-PyTorch bias_act for relu/lrelu: two passes over memory instead of three or four.
+
+relu and lrelu are positively homogeneous, act(g * z) = g * act(z) for g > 0, so
+    act(x + b) * g = act(g * x + g * b),
+and `torch.add(g * b, x, alpha=g)` does the bias and the gain in one pass. Clamping to [-c, c]
+after lrelu equals clamping z to [-c / alpha, c] before it, so the clamp runs in place on the
+fresh sum, and the activation runs in place last (autograd saves its output, which nothing
+modifies afterwards). Other activations, and gains <= 0, gain nothing from this and use the
+reference.
+"""
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+HOMOGENEOUS = ('relu', 'lrelu')
+
+
+def applies(act: str, alpha: float, gain: float) -> bool:
+    """Whether the two-pass form is exact for this activation and these parameters."""
+    return act in HOMOGENEOUS and gain > 0 and (act == 'relu' or alpha > 0)
+
+
+def bias_act_fast(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha: float, gain: float,
+                  clamp: float) -> torch.Tensor:
+    """clamp(act(x + b) * gain, -clamp, clamp) for relu/lrelu with gain > 0 (see applies()); same shape as x.
+
+    x: any shape; b: [x.shape[dim]] or None; clamp < 0 means no clamping.
+    """
+    if b is None:
+        y = x * gain
+    else:
+        y = torch.add((b * gain).reshape([-1 if i == dim else 1 for i in range(x.ndim)]), x, alpha=gain)
+    if clamp >= 0:
+        y = y.clamp_(-clamp / alpha if act == 'lrelu' else None, clamp)
+    return F.leaky_relu_(y, alpha) if act == 'lrelu' else y.relu_()
