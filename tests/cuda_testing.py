@@ -6,7 +6,6 @@ points as the real plugins, including the operand checks of the torch bindings. 
 module's `_plugin` with these runs its autograd Functions end to end on the CPU.
 """
 import atexit
-import contextlib
 import ctypes
 import functools
 import math
@@ -132,14 +131,3 @@ def bias_act_grads(fn, x: torch.Tensor, b: torch.Tensor, dy: torch.Tensor, w: to
     if dx.requires_grad:  # dx is constant in x for linear activations without clamping
         ddx, ddb = torch.autograd.grad((dx * w).sum(), [x, b], allow_unused=True)
     return [y, dx, db, torch.zeros_like(x) if ddx is None else ddx, torch.zeros_like(b) if ddb is None else ddb]
-
-
-@contextlib.contextmanager
-def one_thread():
-    """Run torch single-threaded: gradcheck's thousands of tiny ops only lose time to thread hand-offs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)

@@ -25,13 +25,7 @@ FORMULAS = {
 DEFAULT_GAIN = {'relu': math.sqrt(2), 'lrelu': math.sqrt(2), 'swish': math.sqrt(2)}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny ops, which a second thread only slows down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _expected(x, b, dim, act, alpha, gain, clamp):

@@ -10,7 +10,7 @@ import re
 import pytest
 import torch
 
-from cuda_testing import HostBiasActPlugin, bias_act_grads, one_thread
+from cuda_testing import HostBiasActPlugin, bias_act_grads
 from torch_utils import custom_ops
 from torch_utils.ops import bias_act_cuda
 from torch_utils.ops.bias_act import _bias_act_ref, _resolve_params, activation_funcs
@@ -20,11 +20,7 @@ ACTS = list(activation_funcs)
 ACT_ALPHAS = [(act, None) for act in ACTS] + [('lrelu', -0.3)]
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many tiny ops, which threads only slow down (badly on a loaded machine)."""
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture

@@ -11,13 +11,7 @@ from torch_utils.ops import conv2d_resample as C
 from torch_utils.ops import upfirdn2d as U
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny ops, which a second thread only slows down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _pad_crop(z: np.ndarray, px0, px1, py0, py1) -> np.ndarray:

@@ -20,13 +20,7 @@ DETERMINISTIC = dict(noise_mode='const', perturb=False)
 SHRUNK_BODY = 0.9                            # scale of the body written as an SMPL file in the round-trip test
 
 
-@pytest.fixture(scope='module', autouse=True)
-def one_thread():
-    """Tiny renders gain nothing from a second thread, and idle OpenMP threads spin on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _build(**overrides):

@@ -5,13 +5,13 @@ import contextlib
 import datetime
 import json
 import random
-import time
 
 import numpy as np
 import pytest
 import torch
 
 from torch_utils import misc
+from multiprocess_testing import run_processes
 
 
 def _draws():
@@ -201,21 +201,8 @@ def _consistency_worker(rank, tmp_dir, world_size):
         torch.distributed.destroy_process_group()
 
 
-def _run_processes(worker, tmp_path, world_size=2, timeout=60.0):
-    """Run worker(rank, tmp_dir, world_size) in spawned processes; fail instead of hanging."""
-    context = torch.multiprocessing.start_processes(worker, args=(str(tmp_path), world_size), nprocs=world_size,
-                                                    join=False, start_method='spawn')
-    deadline = time.monotonic() + timeout
-    while not context.join(timeout=0.5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f'worker processes did not finish within {timeout} s')
-    return [json.loads((tmp_path / f'rank{rank}.json').read_text()) for rank in range(world_size)]
-
-
 def test_check_ddp_consistency_across_two_processes(tmp_path):
-    results = _run_processes(_consistency_worker, tmp_path)
+    results = run_processes(_consistency_worker, tmp_path)
     assert results[0]['errors'] == []
     assert len(results[1]['errors']) == 1
     assert results[1]['errors'][0] == 'rank 1 differs from rank 0 in: Sequential.0.bias'

@@ -4,13 +4,13 @@ the all-reduce across two real gloo processes."""
 import datetime
 import json
 import threading
-import time
 
 import numpy as np
 import pytest
 import torch
 
 from torch_utils import training_stats
+from multiprocess_testing import run_processes
 
 
 def _expected(values):
@@ -138,21 +138,8 @@ def _stats_worker(rank, tmp_dir, world_size):
         torch.distributed.destroy_process_group()
 
 
-def _run_processes(worker, tmp_path, world_size=2, timeout=60.0):
-    """Run worker(rank, tmp_dir, world_size) in spawned processes; fail instead of hanging."""
-    context = torch.multiprocessing.start_processes(worker, args=(str(tmp_path), world_size), nprocs=world_size,
-                                                    join=False, start_method='spawn')
-    deadline = time.monotonic() + timeout
-    while not context.join(timeout=0.5):
-        if time.monotonic() > deadline:
-            for process in context.processes:
-                process.kill()
-            pytest.fail(f'worker processes did not finish within {timeout} s')
-    return [json.loads((tmp_path / f'rank{rank}.json').read_text()) for rank in range(world_size)]
-
-
 def test_collector_reduces_across_two_processes(tmp_path):
-    results = _run_processes(_stats_worker, tmp_path)
+    results = run_processes(_stats_worker, tmp_path)
     assert results[0] == results[1]  # every rank sees the same reduced figures
     union = {}
     for rank in range(2):

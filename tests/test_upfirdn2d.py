@@ -14,13 +14,7 @@ from torch_utils.ops import upfirdn2d_fast
 IMPLS = ['fast'] + (['cuda'] if torch.cuda.is_available() else [])
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """These tests run many tiny ops, which a second thread only slows down."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 def _pick(full: np.ndarray, axis: int, count: int, down: int, start: int) -> np.ndarray:

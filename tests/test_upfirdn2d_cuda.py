@@ -7,7 +7,7 @@ Function (forward through that math, backward through the public upfirdn2d) with
 import pytest
 import torch
 
-from cuda_testing import HostUpfirdn2dPlugin, STYLEGAN_UPFIRDN2D_CASES, one_thread, random_upfirdn2d_cases
+from cuda_testing import HostUpfirdn2dPlugin, STYLEGAN_UPFIRDN2D_CASES, random_upfirdn2d_cases
 from torch_utils.ops import upfirdn2d_cuda
 from torch_utils.ops.upfirdn2d import _upfirdn2d_ref, upfirdn2d
 
@@ -19,11 +19,7 @@ def _args(case):
     return case['f'], case['up'], case['down'], case['padding'], case['flip_filter'], case['gain']
 
 
-@pytest.fixture(autouse=True)
-def _single_thread():
-    """These tests run many tiny ops, which threads only slow down (badly on a loaded machine)."""
-    with one_thread():
-        yield
+pytestmark = pytest.mark.usefixtures('one_thread')
 
 
 @pytest.fixture
