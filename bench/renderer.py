@@ -18,14 +18,13 @@ import argparse
 import dataclasses
 import math
 import os
-import statistics
 import sys
-import time
 
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.timing import median_seconds  # noqa: E402
 from configs.schema import RenderingConfig  # noqa: E402
 from training.cameras import camera_vector  # noqa: E402
 from training.networks.decoder import TriGridDecoder  # noqa: E402
@@ -51,26 +50,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--threads', type=int, default=None, help='torch intra-op threads (default: torch default)')
     parser.add_argument('--device', default='cpu')
     return parser.parse_args(argv)
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued kernels on asynchronous devices."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def time_s(fn, device: torch.device, warmup: int, runs: int) -> float:
-    """Median wall time of fn() in seconds after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def preset_rays(batch: int, resolution: int, device: torch.device):
@@ -108,8 +87,8 @@ def bench_samplers(args, device: torch.device) -> None:
                 leaves = planes.clone().requires_grad_(), points.clone().requires_grad_()
                 sample_trigrid(*leaves, depth, CFG.box_warp, impl).square().mean().backward()
 
-            fwd = time_s(forward, device, args.warmup, args.runs)
-            both = time_s(forward_backward, device, args.warmup, args.runs)
+            fwd = median_seconds(forward, device, args.warmup, args.runs)
+            both = median_seconds(forward_backward, device, args.warmup, args.runs)
             print(f'  D={depth} {impl:>11}: forward {fwd:6.3f} s ({n_points / fwd / 1e6:5.2f} M points/s)   '
                   f'forward+backward {both:6.3f} s ({n_points / both / 1e6:5.2f} M points/s)')
 
@@ -139,8 +118,8 @@ def bench_render(args, device: torch.device) -> None:
             out = renderer(leaf, decoder, origins, directions)
             (out['features'].square().mean() + out['depth'].mean()).backward()
 
-        fwd = time_s(forward, device, args.warmup, args.runs)
-        both = time_s(forward_backward, device, args.warmup, args.runs)
+        fwd = median_seconds(forward, device, args.warmup, args.runs)
+        both = median_seconds(forward_backward, device, args.warmup, args.runs)
         print(f'  {impl:>11}: forward {fwd:6.3f} s   forward+backward {both:6.3f} s')
 
 

@@ -16,15 +16,14 @@ forward+backward GFLOP is overstated: FlopCounterMode counts the backward of a g
 """
 import argparse
 import os
-import statistics
 import sys
-import time
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.timing import median_seconds  # noqa: E402
 from training.networks.synthesis import SynthesisNetwork  # noqa: E402
 
 
@@ -43,26 +42,6 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--fused', action='store_true', help='use fused modulated convolutions')
     parser.add_argument('--device', default='cpu')
     return parser.parse_args(argv)
-
-
-def _sync(device: torch.device) -> None:
-    """Wait for queued kernels on asynchronous devices."""
-    if device.type == 'cuda':
-        torch.cuda.synchronize(device)
-
-
-def time_ms(fn, device: torch.device, warmup: int, runs: int) -> float:
-    """Median wall time of fn() in milliseconds after `warmup` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    _sync(device)
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        _sync(device)
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def count_gflop(fn) -> float:
@@ -100,7 +79,7 @@ def main(argv=None) -> None:
           f'threads {torch.get_num_threads()}')
     for name, fn in (('forward', forward), ('forward+backward', forward_backward)):
         gflop = count_gflop(fn)
-        ms = time_ms(fn, device, args.warmup, args.runs)
+        ms = median_seconds(fn, device, args.warmup, args.runs) * 1e3
         print(f'{name:>17}: {ms:9.2f} ms (median of {args.runs})  {gflop:7.3f} GFLOP  '
               f'{gflop / (ms / 1e3):7.1f} GFLOP/s')
 
