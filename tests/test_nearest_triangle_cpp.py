@@ -13,6 +13,7 @@ from torch_utils import custom_ops
 from training.deformation import nearest_triangle_cpp
 from training.deformation import point_to_mesh as pm
 from training.deformation.triangle_distance import point_triangle_sq_distance
+from mesh_testing import query_points
 
 needs_plugin = pytest.mark.skipif(not nearest_triangle_cpp.available(),
                                   reason='the nearest_triangle CPU plugin could not be built (see stderr)')
@@ -39,19 +40,6 @@ def _meshes():
     return [(name, torch.tensor(v, dtype=torch.float32), torch.tensor(f, dtype=torch.long)) for name, v, f in out]
 
 
-def _queries(vertices, faces, rng):
-    """On-surface, near, far, mid-range and at-vertex query points [P,3] float32."""
-    tri = vertices[faces]
-    pick = torch.tensor(rng.integers(0, len(faces), 300))
-    bary = torch.tensor(rng.dirichlet(np.ones(3), 300), dtype=torch.float32)
-    on_surface = (bary[:, :, None] * tri[pick]).sum(1)
-    near = on_surface + 0.02 * torch.tensor(rng.standard_normal((300, 3)), dtype=torch.float32)
-    far = torch.tensor(rng.uniform(-2, 2, (200, 3)), dtype=torch.float32)
-    middle = torch.tensor(rng.uniform(-0.6, 0.6, (300, 3)), dtype=torch.float32)
-    at_vertex = vertices[torch.tensor(rng.integers(0, len(vertices), 100))]
-    return torch.cat([on_surface, near, far, middle, at_vertex])
-
-
 def _assert_exact(points, vertices, faces, face, sq, max_distance=math.inf):
     """face/sq equal the float64 brute force: same distances, -1 beyond max_distance, same face where unique."""
     all_sq = point_triangle_sq_distance(points.double()[:, None], *vertices.double()[faces].unbind(1))  # [P, F]
@@ -73,7 +61,7 @@ def _assert_exact(points, vertices, faces, face, sq, max_distance=math.inf):
 @needs_plugin
 @pytest.mark.parametrize('name, vertices, faces', _meshes(), ids=lambda v: v if isinstance(v, str) else '')
 def test_equals_brute_force(name, vertices, faces):
-    points = _queries(vertices, faces, np.random.default_rng(13))
+    points = query_points(vertices, faces, np.random.default_rng(13), 300)
     face, sq = pm.nearest_triangles(points, vertices, faces, method='cpp')
     assert face.dtype == torch.long and sq.dtype == torch.float32 and face.shape == sq.shape == points.shape[:1]
     assert _assert_exact(points, vertices, faces, face, sq) > len(points) // 10  # not vacuous
@@ -83,7 +71,7 @@ def test_equals_brute_force(name, vertices, faces):
 @pytest.mark.parametrize('max_distance', [0.03, 0.25])
 def test_points_beyond_max_distance_get_minus_one(max_distance):
     _, vertices, faces = _meshes()[1]
-    points = _queries(vertices, faces, np.random.default_rng(14))
+    points = query_points(vertices, faces, np.random.default_rng(14), 300)
     face, sq = pm.nearest_triangles(points, vertices, faces, max_distance=max_distance, method='cpp')
     assert (face == -1).any() and (face >= 0).any()
     _assert_exact(points, vertices, faces, face, sq, max_distance)
@@ -115,7 +103,7 @@ def test_batch_of_differently_posed_meshes():
     _, vertices, faces = _meshes()[0]
     rng = np.random.default_rng(16)
     posed = torch.stack([vertices, vertices * 1.3 + 0.05, vertices.flip(-1) * torch.tensor([1.0, 0.5, 2.0])])
-    points = torch.stack([_queries(v, faces, rng) for v in posed])
+    points = torch.stack([query_points(v, faces, rng, 300) for v in posed])
     face, sq = pm.nearest_triangles(points, posed, faces, method='cpp')
     assert face.shape == sq.shape == points.shape[:2]
     for b in range(3):
@@ -167,7 +155,7 @@ def test_without_the_plugin_auto_falls_back_and_cpp_is_a_clear_error(monkeypatch
     """A plugin that failed to build (cached None): 'auto' uses the clustered search, 'cpp' raises."""
     monkeypatch.setitem(custom_ops._plugins, 'nearest_triangle_plugin', None)
     _, vertices, faces = _meshes()[0]
-    points = _queries(vertices, faces, np.random.default_rng(19))
+    points = query_points(vertices, faces, np.random.default_rng(19), 300)
     assert pm.resolve_method('auto', points) == 'clustered'
     face, sq = pm.nearest_triangles(points, vertices, faces, max_distance=0.25)
     _assert_exact(points, vertices, faces, face, sq, 0.25)

@@ -11,6 +11,7 @@ import trimesh
 
 from training.deformation import point_to_mesh as pm
 from training.deformation.triangle_distance import point_triangle_sq_distance
+from mesh_testing import query_points
 
 TIE = 1e-6  # squared-distance gap below which two faces count as equally near (float32)
 
@@ -105,19 +106,6 @@ def _meshes():
     return [(name, torch.tensor(v, dtype=torch.float32), torch.tensor(f, dtype=torch.long)) for name, v, f in out]
 
 
-def _queries(vertices, faces, rng):
-    """Far, near, on-surface and at-vertex query points [P,3]."""
-    tri = vertices[faces]
-    pick = torch.tensor(rng.integers(0, len(faces), 200))
-    bary = torch.tensor(rng.dirichlet(np.ones(3), 200), dtype=vertices.dtype)
-    on_surface = (bary[:, :, None] * tri[pick]).sum(1)
-    near = on_surface + 0.02 * torch.tensor(rng.standard_normal((200, 3)), dtype=vertices.dtype)
-    far = torch.tensor(rng.uniform(-2, 2, (200, 3)), dtype=vertices.dtype)
-    middle = torch.tensor(rng.uniform(-0.6, 0.6, (300, 3)), dtype=vertices.dtype)
-    at_vertex = vertices[torch.tensor(rng.integers(0, len(vertices), 100))]
-    return torch.cat([on_surface, near, far, middle, at_vertex])
-
-
 def _assert_same_as_brute(points, vertices, faces, face, sq, max_distance=math.inf):
     """face/sq equal brute force: same distances, a truly nearest face, same face where unique."""
     ref_face, ref_sq = pm.brute_force_nearest_triangles(points, vertices, faces)
@@ -138,7 +126,7 @@ def _assert_same_as_brute(points, vertices, faces, face, sq, max_distance=math.i
 @pytest.mark.parametrize('name, vertices, faces', _meshes(), ids=lambda v: v if isinstance(v, str) else '')
 def test_clustered_search_equals_brute_force(name, vertices, faces):
     rng = np.random.default_rng(3)
-    points = _queries(vertices, faces, rng)
+    points = query_points(vertices, faces, rng, 200)
     face, sq = pm.nearest_triangles(points, vertices, faces, method='clustered')
     assert face.dtype == torch.long and face.shape == sq.shape == points.shape[:1]
     assert _assert_same_as_brute(points, vertices, faces, face, sq) > len(points) // 10  # not vacuous
@@ -147,7 +135,7 @@ def test_clustered_search_equals_brute_force(name, vertices, faces):
 @pytest.mark.parametrize('max_distance', [0.05, 0.25])
 def test_max_distance_marks_far_points_and_keeps_near_ones_exact(max_distance):
     _, vertices, faces = _meshes()[2]
-    points = _queries(vertices, faces, np.random.default_rng(4))
+    points = query_points(vertices, faces, np.random.default_rng(4), 200)
     for method in ('clustered', 'brute'):
         face, sq = pm.nearest_triangles(points, vertices, faces, max_distance=max_distance, method=method)
         _assert_same_as_brute(points, vertices, faces, face, sq, max_distance)
@@ -157,7 +145,7 @@ def test_batched_search_matches_per_mesh_calls_and_chunking():
     _, vertices, faces = _meshes()[1]
     rng = np.random.default_rng(5)
     posed = torch.stack([vertices, vertices * 1.3 + 0.05, vertices.flip(-1)])
-    points = torch.stack([_queries(v, faces, rng) for v in posed])
+    points = torch.stack([query_points(v, faces, rng, 200) for v in posed])
     face, sq = pm.nearest_triangles(points, posed, faces)
     assert face.shape == sq.shape == points.shape[:2]
     for b in range(3):
@@ -169,7 +157,7 @@ def test_batched_search_matches_per_mesh_calls_and_chunking():
 @pytest.mark.parametrize('leaf_size, fanouts', [(8, (8,)), (2, (4, 2)), (4, (2, 2, 2))])
 def test_hierarchies_of_any_depth_give_the_same_answer(leaf_size, fanouts):
     _, vertices, faces = _meshes()[3]
-    points = _queries(vertices, faces, np.random.default_rng(7))
+    points = query_points(vertices, faces, np.random.default_rng(7), 200)
     order = pm.cluster_faces(vertices, faces, leaf_size, fanouts)
     assert order.shape[1:] == (*fanouts, leaf_size)
     face, sq = pm.clustered_nearest_triangles(points[None], vertices[None], faces, order, max_distance=0.3)
