@@ -1,0 +1,129 @@
+"""Every option of a training run (system.md §1, §4, §5), as one typed, frozen dataclass.
+
+train.py's click options map 1:1 onto these fields (the original's underscore spellings are
+hidden aliases); the stage presets in configs/training_presets.py are instances of this class;
+`training_options.json` in a run dir is `dataclasses.asdict` of it plus the derived values.
+
+The image counter: every schedule below is a function of ONE counter, `cur_nimg`, the number of
+real images shown to D since the start of stage 1 (the absolute counter, "kimg" = cur_nimg / 1000).
+A run resumed from a training state continues that counter; a run started from a network snapshot
+of an earlier stage starts it at `resume_kimg`. So stage 2 (resumed at 6000 kimg) sees the blur,
+density-noise, Lpreg and GPC fades long finished, as in the original, but for a stated reason
+rather than because the fades were switched off on resume (§12 item 14). Fades that should start
+later than kimg 0 (the stage-3 NRR fade) say where they start (`nrr_fade_start_kimg`).
+"""
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+
+@dataclass(frozen=True)
+class TrainingOptions:
+    """One training run. Units: kimg = thousands of real images shown to D (the absolute counter above)."""
+    # --- run ---
+    outdir: str = ''                       # parent of the run dirs NNNNN-desc
+    desc: Optional[str] = None             # run-dir suffix (None: derived from preset, data, batch, gamma)
+    preset: str = 'tiny-cpu'               # training preset name (configs/training_presets.py)
+    network_preset: str = 'tiny-cpu'       # network capacities (configs/presets.py: paper | tiny-cpu | bench)
+    seed: int = 0
+    kimg: float = 25000                    # stop when cur_nimg >= kimg * 1000 (absolute, includes the resume offset)
+    tick: float = 4                        # kimg per tick (one status line)
+    snap: int = 50                         # ticks between network snapshots + training states + metrics
+    image_snap: int = 50                   # ticks between image grids
+    keep: int = 3                          # training states kept (older ones deleted); network snapshots are all kept
+    metrics: Tuple[str, ...] = ()          # metric names evaluated at every network snapshot
+    resume: Optional[str] = None           # None | 'auto' (newest training state in outdir) | a training-state .pt or network .pkl
+    resume_kimg: float = 0                 # counter start when resuming from a network snapshot (not from a training state)
+    device: str = 'auto'                   # 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps'
+    gpus: int = 1                          # local processes to spawn (EG3D habit); torchrun/SLURM set the world instead
+    batch: int = 4                         # global batch = batch_gpu * world_size * accumulation
+    batch_gpu: Optional[int] = None        # per-process micro-batch (None: batch // world_size)
+    workers: int = 2                       # DataLoader workers per process
+    # --- data ---
+    data: str = ''                         # image zip or folder with dataset.json (31-float labels)
+    seg_data: Optional[str] = None         # mask zip or folder, paired by file name (None: masks inside `data`)
+    mirror: bool = True                    # x-flip augmentation (flips camera and pose)
+    back_repeat: float = 0.0               # share of back-view items after rebalancing (0 = off)
+    max_size: Optional[int] = None         # use at most this many images
+    smpl_path: Optional[str] = None        # folder with SMPL_NEUTRAL.pkl (None: the procedural stand-in body)
+    # --- network overrides (None: from network_preset) ---
+    cbase: Optional[int] = None
+    cmax: Optional[int] = None
+    map_depth: Optional[int] = None
+    mbstd_group: int = 4
+    triplane_depth: Optional[int] = None
+    decoder_activation: Optional[str] = None
+    use_torgb_raw: bool = True
+    use_background: bool = True
+    thickness: float = 0.25
+    c_scale: float = 1.0
+    sr_noise_mode: str = 'none'
+    g_num_fp16_res: int = 0
+    sr_num_fp16_res: int = 4
+    d_num_fp16_res: int = 4
+    disc_c_noise: float = 0.0
+    freezed: int = 0                       # freeze the first N D blocks
+    # --- optimisation ---
+    glr: float = 0.0025
+    dlr: float = 0.002
+    decoder_lr_mul: float = 1.0
+    ema_kimg: Optional[float] = None       # EMA half-life (None: batch * 10 / 32)
+    ema_rampup: Optional[float] = 0.05     # EMA ramp-up ratio (None: off)
+    d_reg_interval: int = 16               # lazy R1 every N minibatches
+    train_g_pose_branch: bool = True       # False freezes G's pose branch (stages 2-3)
+    # --- loss (§4, §5) ---
+    gamma: float = 1.0                     # R1 weight on image + raw image
+    gamma_seg: float = 1.0                 # R1 weight on the mask input
+    pose_loss_weight: float = 1.0          # D pose loss on fakes
+    input_pose_params_reg_loss_weight: float = 0.5   # Lpreg weight
+    input_pose_params_reg_loss_kimg: float = 200     # Lpreg full weight until here, then linear to 0 over 200 kimg
+    style_mixing_prob: float = 0.0
+    bcg_reg_prob: float = 0.2              # probability of swapping the background w with another sample's
+    density_reg: float = 0.0               # density (TV) regulariser strength (0 = off)
+    density_reg_every: int = 4             # lazy G-reg interval
+    density_reg_p_dist: float = 0.004
+    reg_type: str = 'l1'                   # 'l1' | 'monotonic-detach' | 'monotonic-fixed'
+    gen_pose_cond: bool = True             # mapping conditioned on (camera, pose); False = zero conditioning
+    gpc_reg_prob: float = 0.7              # final conditioning-swap probability
+    gpc_reg_fade_kimg: float = 1000        # swap probability fades 1 -> gpc_reg_prob over [0, this]
+    blur_init_sigma: float = 10.0          # D-input blur sigma at kimg 0 (pixels)
+    blur_fade_kimg: float = 200            # blur fades to 0 over this many kimg (at batch 32; scaled by batch / 32)
+    density_noise_fade_kimg: float = 200   # raw-density noise sigma fades 1 -> 0 over this many kimg (0 = off)
+    neural_rendering_resolution_initial: int = 64
+    neural_rendering_resolution_final: Optional[int] = None   # None: no NRR fade
+    neural_rendering_resolution_fade_kimg: float = 1000
+    nrr_fade_start_kimg: float = 0         # the NRR fade runs over [start, start + fade_kimg]
+    metric_pose_sample_mode: str = 'G_predict'   # 'G_predict' | 'D_predict'
+    # --- speed ---
+    bf16: bool = False                     # bf16 autocast for G and D forward passes
+    tf32: bool = False                     # TF32 matmuls/convolutions on CUDA
+    compile: bool = False                  # torch.compile G and D
+
+
+@dataclass(frozen=True)
+class DerivedOptions:
+    """Values that follow from TrainingOptions and the world size (validated once, before training)."""
+    world_size: int
+    batch_gpu: int                         # per-process micro-batch
+    accumulation: int                      # micro-batches per process per optimiser step
+    ema_kimg: float                        # EMA half-life
+    blur_fade_kimg: float                  # blur fade length after the batch / 32 scaling (§1.3)
+
+
+def derive(opts: TrainingOptions, world_size: int) -> DerivedOptions:
+    """Check the batch arithmetic (global batch = batch_gpu * world_size * accumulation) and derive the rest.
+
+    Raises ValueError naming the offending option.
+    """
+    if world_size < 1:
+        raise ValueError(f'world size: expected >= 1, got {world_size}')
+    if opts.batch < 1:
+        raise ValueError(f'--batch: expected >= 1, got {opts.batch}')
+    batch_gpu = opts.batch // world_size if opts.batch_gpu is None else opts.batch_gpu
+    if batch_gpu < 1 or opts.batch % (batch_gpu * world_size):
+        raise ValueError(f'--batch={opts.batch} is not a multiple of --batch-gpu={batch_gpu} x {world_size} processes')
+    if opts.mbstd_group > batch_gpu:
+        raise ValueError(f'--mbstd-group={opts.mbstd_group} is larger than the per-process batch {batch_gpu}')
+    ema_kimg = opts.batch * 10 / 32 if opts.ema_kimg is None else opts.ema_kimg
+    return DerivedOptions(world_size=world_size, batch_gpu=batch_gpu,
+                          accumulation=opts.batch // (batch_gpu * world_size), ema_kimg=ema_kimg,
+                          blur_fade_kimg=opts.blur_fade_kimg * opts.batch / 32)

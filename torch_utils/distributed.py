@@ -1,0 +1,60 @@
+"""The process group a training run lives in, and the few collectives the training loop needs.
+
+One `DistContext` is made per process by the launcher (torch_utils/launch.py: torchrun env://,
+SLURM variables, or `--gpus N` local spawning) and passed down; a single-process run uses
+`DistContext.single(device)`. Collectives are no-ops when world_size == 1, so the loop has one
+code path.
+"""
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import torch
+import torch.distributed as dist
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """rank / world_size of this process, its local rank on the node, its device and the backend (None: no group)."""
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    backend: Optional[str] = None
+
+    @staticmethod
+    def single(device: torch.device) -> 'DistContext':
+        """A one-process run on `device` (no process group)."""
+        return DistContext(rank=0, world_size=1, local_rank=0, device=torch.device(device))
+
+    @property
+    def is_main(self) -> bool:
+        """True on the process that writes files and prints (rank 0)."""
+        return self.rank == 0
+
+
+def all_reduce_mean_(tensors: Iterable[torch.Tensor], ctx: DistContext) -> None:
+    """Average `tensors` in place over all processes (flattened into one buffer: one collective call)."""
+    tensors = [t for t in tensors if t is not None]
+    if ctx.world_size == 1 or not tensors:
+        return
+    flat = torch.cat([t.reshape(-1) for t in tensors])
+    dist.all_reduce(flat)
+    flat /= ctx.world_size
+    offset = 0
+    for t in tensors:
+        t.copy_(flat[offset:offset + t.numel()].view_as(t))
+        offset += t.numel()
+
+
+def broadcast_module_(module: torch.nn.Module, ctx: DistContext, src: int = 0) -> None:
+    """Copy every parameter and buffer of `module` from rank `src` to all processes."""
+    if ctx.world_size == 1:
+        return
+    for tensor in list(module.parameters()) + list(module.buffers()):
+        dist.broadcast(tensor.data, src=src)
+
+
+def barrier(ctx: DistContext) -> None:
+    """Wait for all processes (no-op for a single process)."""
+    if ctx.world_size > 1:
+        dist.barrier()
