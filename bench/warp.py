@@ -1,22 +1,33 @@
-"""Time the SMPL-guided warp (training/deformation/warp.py): nearest-triangle search, frame transfer,
-forward and forward+backward, in warped points per second.
+"""Time the SMPL-guided warp (training/deformation/warp.py): throughput of its stages, and its share of the
+portrait generator's forward at the bench preset.
 
 Usage (from the repository root; the allocator setting matters on the build VMs, see scripts/env.sh):
 
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296 \\
         python bench/warp.py [--batch 1 4] [--rays 4096] [--samples 96] [--threads 2] [--runs 3]
         [--warmup 1] [--method auto|cpp|clustered|brute] [--mesh body|sphere] [--device cpu]
+        [--share-runs 5] [--no-share]
 
-Points are one render's worth per batch element: --rays rays (64^2 = 4096 at neural rendering
-resolution 64) of --samples sorted stratified depths between the near and far planes, from cameras
-on the portrait sphere (configs.schema.CameraConfig) at random yaw over 360 degrees. The mesh is
-the procedural SMPL stand-in body (6890 vertices) restricted to the faces inside the canonical box
+Throughput. Points are one render's worth per batch element: --rays rays (64^2 = 4096 at neural
+rendering resolution 64) of --samples sorted stratified depths between the near and far planes, from
+cameras on the portrait sphere (configs.schema.CameraConfig) at random yaw over 360 degrees. The mesh
+is the procedural SMPL stand-in body (6890 vertices) restricted to the faces inside the canonical box
 and posed by a fixed neck+head pose, or, with --mesh sphere, a head-sized icosphere of similar size.
-Every stage is timed once per run, stages interleaved; the median over --runs runs is printed
-(after --warmup untimed runs), as wall time and as process CPU time (all threads), which is less
-sensitive to other jobs on a shared machine. forward+backward differentiates the sum of the warped points
-with respect to the posed vertices. The points are passed ray by ray (samples of a ray contiguous), as
-the renderer passes them; the 'cpp' search relies on that order for its speed (warm starts).
+Stages: brute force (on a subset), the standalone search (a tree built per posed mesh), the warp's
+search (the canonical tree refitted to the posed meshes, as MeshWarp does), the PyTorch frame transfer
+given the faces, the warp forward (with the compiled kernel: search and transfer fused) and
+forward+backward (the sum of the warped points differentiated w.r.t. the posed vertices). Every stage
+is timed once per run, stages interleaved; the median over --runs runs is printed (after --warmup
+untimed runs), as wall time and as process CPU time (all threads), which is less sensitive to other
+jobs on a shared machine. The points are passed ray by ray (samples of a ray contiguous), as the
+renderer passes them; the compiled search relies on that order for its speed (warm starts).
+
+Share of the generator's forward (unless --no-share): G at the `bench` preset in the 'warp' case of
+bench/generator.py (pose from G's pose branch, every coarse and fine sample warped), timed as
+bench/generator.py --profile times modules: per forward, the CPU time inside the body_warp.warp
+module (the search structures, transforms and both warp calls) against the CPU time of the whole
+forward, medians over --share-runs forwards. The posing (LBS) runs outside that module and is timed
+on its own.
 """
 import argparse
 import math
@@ -25,12 +36,15 @@ import statistics
 import sys
 import time
 
-import torch
+os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before torch loads OpenMP; see docs/performance.md "Warp"
+
+import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from configs.schema import CameraConfig  # noqa: E402
 from training import cameras  # noqa: E402
+from training.deformation import nearest_triangle_cpp  # noqa: E402
 from training.deformation.point_to_mesh import (SEARCH_METHODS, brute_force_nearest_triangles,  # noqa: E402
                                                 nearest_triangles, resolve_method)
 from training.deformation.warp import MeshWarp, face_transforms, transfer_points  # noqa: E402
@@ -41,6 +55,7 @@ THICKNESS = 0.25                    # train.py --thickness default (system.md §
 POSE = (0.3, 0.2, -0.1, 0.25, -0.4, 0.1)   # neck then head axis-angle, radians
 PITCH_RANGE = 0.3                   # radians either side of the horizon
 BRUTE_SUBSET = 256                  # the brute-force reference is timed on 1/256 of batch element 0
+SHARE_WARMUP = 2                    # untimed generator forwards before the share is measured
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -55,6 +70,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--method', default='auto', choices=SEARCH_METHODS)
     parser.add_argument('--mesh', default='body', choices=['body', 'sphere'])
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--share', action=argparse.BooleanOptionalAction, default=True,
+                        help="the warp's share of the generator's forward at the bench preset (CPU only)")
+    parser.add_argument('--share-runs', type=int, default=5, help='generator forwards timed for the share')
     return parser.parse_args(argv)
 
 
@@ -105,7 +123,7 @@ def timed(fn, device):
 
 
 def stages(warp, points, posed, method):
-    """The timed stages as name -> zero-argument callable."""
+    """The timed stages as name -> zero-argument callable, and the fraction of points within thickness."""
     with torch.no_grad():
         face_index, _ = nearest_triangles(points, posed, warp.faces, THICKNESS, method, warp.chunk,
                                           warp.cluster_order)
@@ -121,21 +139,20 @@ def stages(warp, points, posed, method):
         with torch.no_grad():
             transfer_points(points, face_index, inside, face_transforms(posed, warp.canonical_vertices, warp.faces))
 
-    return {
-        'brute force (1/256 of sample 0)': lambda: brute_force_nearest_triangles(subset, posed[0], warp.faces),
-        'search': lambda: nearest_triangles(points, posed, warp.faces, THICKNESS, method, warp.chunk,
-                                            warp.cluster_order),
-        'frame transfer': transfer,
-        'forward': lambda: warp(points, leaf),
-        'forward+backward': forward_backward,
-    }, inside.float().mean().item()
+    fns = {'brute force (1/256 of sample 0)': lambda: brute_force_nearest_triangles(subset, posed[0], warp.faces),
+           'search, tree per posed mesh': lambda: nearest_triangles(points, posed, warp.faces, THICKNESS, method,
+                                                                    warp.chunk, warp.cluster_order)}
+    if resolve_method(method, points) == 'cpp':
+        fns['search, refitted canonical tree'] = lambda: nearest_triangle_cpp.search(
+            nearest_triangle_cpp.refit(warp.derived('tree'), posed, warp.faces), points, THICKNESS)
+    fns.update({'frame transfer (PyTorch)': transfer,
+                'forward': lambda: warp(points, posed),
+                'forward+backward': forward_backward})
+    return fns, inside.float().mean().item()
 
 
-def main(argv=None):
+def throughput(args, device) -> None:
     """Print points/second of every stage for each batch size."""
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    device = torch.device(args.device)
     canonical, faces, posed = body_mesh() if args.mesh == 'body' else sphere_mesh()
     warp = MeshWarp(canonical, faces, THICKNESS, method=args.method).to(device)
     print(f'mesh {args.mesh}: V={canonical.shape[0]}, searched faces F={faces.shape[0]}, thickness {THICKNESS}, '
@@ -158,7 +175,48 @@ def main(argv=None):
             count = len(range(0, points.shape[1], BRUTE_SUBSET)) if 'brute' in name else points.numel() // 3
             wall, cpu = (max(statistics.median(v), 1e-9) for v in zip(*values))
             print(f'  {name:32s} {wall * 1e3:9.1f} ms  {count / wall / 1e6:7.3f} M points/s   '
-                  f'(CPU {cpu:6.2f} s: {count / cpu / 1e6:6.3f} M points per CPU-second)')
+                  f'(CPU {cpu:6.3f} s: {count / cpu / 1e6:6.3f} M points per CPU-second)')
+
+
+def generator_share(runs: int) -> None:
+    """Print the warp's CPU time per generator forward at the bench preset, and its share of the forward."""
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    import generator as bench_generator  # bench/generator.py: the same G, case and module hooks
+    _, G, z, c = bench_generator.build('bench', torch.device('cpu'))
+    forward, _ = bench_generator.make_case(G, z, c, 'warp')
+    counted = []
+    hook = G.body_warp.warp.register_forward_pre_hook(lambda module, inputs: counted.append(inputs[0].numel() // 3))
+    warp_seconds, totals = [], []
+    for run in range(SHARE_WARMUP + runs):
+        counted.clear()
+        start = time.process_time()
+        parts = bench_generator.module_times(G, forward)
+        total = time.process_time() - start
+        if run >= SHARE_WARMUP:
+            warp_seconds.append(parts['body_warp/warp'])
+            totals.append(total)
+    hook.remove()
+    with torch.no_grad():
+        pose = G.get_pose_params(z, c)
+        posing = statistics.median(timed(lambda: G.body_warp.body.posed_vertices(pose), torch.device('cpu'))[1]
+                                   for _ in range(max(runs, 5)))
+    warp, total = statistics.median(warp_seconds), statistics.median(totals)
+    share = statistics.median(w / t for w, t in zip(warp_seconds, totals))
+    print(f'generator, bench preset, warp case, forward ({torch.get_num_threads()} threads, medians of {runs}): '
+          f'{sum(counted)} points warped in {len(counted)} calls')
+    print(f'  warp module {warp * 1e3:7.1f} ms CPU of {total * 1e3:7.1f} ms CPU per forward: {100 * share:.1f}% '
+          f'({sum(counted) / warp / 1e6:.2f} M points per CPU-second); posing (LBS, outside the module) '
+          f'{posing * 1e3:.2f} ms CPU')
+
+
+def main(argv=None):
+    """Throughput of every stage, then the share of the generator's forward."""
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    throughput(args, device)
+    if args.share and device.type == 'cpu':
+        generator_share(args.share_runs)
 
 
 if __name__ == '__main__':

@@ -193,3 +193,20 @@ def test_missing_smplx_hint(stand_in_arrays, monkeypatch):
     monkeypatch.setitem(sys.modules, 'smplx', None)
     with pytest.raises(ImportError, match='pip install smplx'):
         BodyModel.from_arrays(stand_in_arrays, 'stand-in')
+
+
+def test_body_warp_fn_poses_once_for_all_calls_and_reaches_the_pose():
+    """BodyWarp.warp_fn (training/networks/body_warp.py): identity skipped, calls share one posed mesh."""
+    from training.networks.body_warp import BodyWarp
+    module = BodyWarp(box_warp=1.0, thickness=0.25)
+    assert module.warp_fn(torch.zeros(2, 6)) is None
+    pose = (_poses(2, scale=0.3, seed=3)).requires_grad_(True)
+    warp = module.warp_fn(pose)
+    g = torch.Generator().manual_seed(4)
+    points = (torch.rand(2, 3000, 3, generator=g) - 0.5) * 0.6 + torch.tensor([0.0, 0.1, 0.0])
+    coarse, fine = warp(points[:, :1800]), warp(points[:, 1800:])
+    expected = module.warp(points, module.body.posed_vertices(pose))[0]
+    assert torch.equal(torch.cat([coarse, fine], dim=1), expected)
+    assert not torch.equal(expected, points)
+    (coarse.square().sum() + fine.square().sum()).backward()
+    assert pose.grad.abs().sum() > 0

@@ -1,8 +1,16 @@
-"""The compiled CPU nearest-triangle kernel (training/deformation/nearest_triangle_cpp.py) against the
-float64 brute-force reference and the clustered search: exact distances, the same face wherever the
-nearest face is unique, -1 beyond max_distance, and results independent of point order and threads."""
+"""The compiled CPU nearest-triangle kernel (training/deformation/nearest_triangle_cpp.py, csrc/) against
+the float64 brute-force reference and the clustered search: exact distances, the same face wherever the
+nearest face is unique, -1 beyond max_distance (also just inside and outside that shell), results
+independent of point order, threads and of the pose the tree topology was built from; and the portable
+(non-AVX2) path of the headers, built without torch, against the same reference."""
 
+import ctypes
+import functools
 import math
+import os
+import shutil
+import subprocess
+import tempfile
 
 import numpy as np
 import pytest
@@ -149,6 +157,106 @@ def test_auto_picks_the_kernel_for_float32_cpu_points_only():
     assert pm.resolve_method('clustered', points) == 'clustered'
     with pytest.raises(ValueError, match='method'):
         pm.resolve_method('kaolin', points)
+
+
+def _shell_points(vertices, faces, max_distance, rng, count):
+    """Points [K,3] whose float64 distance to the mesh is within 5% of max_distance, on both sides
+    (but not within 1e-4 relative: float32 rounding must not decide the side), and inside [K] bool."""
+    tri = vertices.double()[faces]
+    pick = torch.tensor(rng.integers(0, len(faces), count))
+    bary = torch.tensor(rng.dirichlet([1.0, 1.0, 1.0], count))
+    normal = torch.nn.functional.normalize(torch.linalg.cross(tri[pick, 1] - tri[pick, 0], tri[pick, 2] - tri[pick, 0]),
+                                           dim=1)
+    offset = max_distance * torch.tensor(rng.uniform(0.95, 1.1, (count, 1)) * rng.choice([-1, 1], (count, 1)))
+    points = (bary[:, :, None] * tri[pick]).sum(1) + normal * offset  # at most |offset| from the mesh
+    d = point_triangle_sq_distance(points[:, None], *tri.unbind(1)).amin(1).sqrt()
+    keep = ((d / max_distance - 1).abs() < 0.05) & ((d / max_distance - 1).abs() > 1e-4)
+    return points[keep].float(), d[keep] < max_distance
+
+
+@needs_plugin
+@pytest.mark.parametrize('max_distance', [0.05, 0.25])
+def test_points_at_the_thickness_shell_are_classified_exactly(max_distance):
+    """Points just inside max_distance are searched exactly, points just beyond it get -1 (no culling error).
+    The meshes are scaled so that the shell stays thinner than the body (radius 0.3 -> 3 max_distance)."""
+    for name, vertices, faces in _meshes()[:3]:
+        vertices = vertices * max_distance * 10
+        points, inside = _shell_points(vertices, faces, max_distance, np.random.default_rng(20), 1000)
+        assert inside.sum() > 10 and (~inside).sum() > 10, name
+        face, sq = pm.nearest_triangles(points, vertices, faces, max_distance=max_distance, method='cpp')
+        assert torch.equal(face >= 0, inside), name
+        _assert_exact(points, vertices, faces, face, sq, max_distance)
+
+
+@needs_plugin
+def test_tree_built_on_one_pose_is_exact_on_any_other():
+    """The warp builds the tree topology on the canonical mesh and refits it to each posed mesh;
+    the topology only changes the speed: even one built on scrambled vertices gives exact answers."""
+    _, vertices, faces = _meshes()[1]
+    rng = np.random.default_rng(21)
+    rotation = torch.linalg.matrix_exp(torch.tensor([[0, -1.2, 0.4], [1.2, 0, -0.3], [-0.4, 0.3, 0]]))
+    posed = torch.stack([vertices @ rotation.T + 0.2, vertices + 0.03 * torch.randn(vertices.shape)])
+    points = torch.stack([query_points(v, faces, rng, 300) for v in posed])
+    for tree_vertices in (vertices, vertices[torch.randperm(len(vertices))]):
+        tree = nearest_triangle_cpp.build_tree(tree_vertices, faces)
+        assert tree.num_faces == len(faces) and tree.num_leaves == math.ceil(len(faces) / 8)
+        face, sq = nearest_triangle_cpp.search(nearest_triangle_cpp.refit(tree, posed, faces), points, 0.25)
+        for b in range(2):
+            _assert_exact(points[b], posed[b], faces, face[b], sq[b], 0.25)
+
+
+@needs_plugin
+def test_refit_and_search_reject_mismatched_inputs():
+    _, vertices, faces = _meshes()[0]
+    tree = nearest_triangle_cpp.build_tree(vertices, faces)
+    with pytest.raises(RuntimeError, match='tree has'):
+        nearest_triangle_cpp.refit(tree, vertices[None], faces[:-1])
+    with pytest.raises(RuntimeError, match='out of range'):
+        nearest_triangle_cpp.refit(tree, vertices[None, :10], faces)
+    posed = nearest_triangle_cpp.refit(tree, vertices.expand(2, -1, -1), faces)
+    with pytest.raises(RuntimeError, match='points'):
+        nearest_triangle_cpp.search(posed, torch.zeros(3, 5, 3))
+
+
+@functools.lru_cache(maxsize=None)
+def _host_search(portable: bool):
+    """The search headers compiled without torch (portable: the non-AVX2 path) as a Python function."""
+    compiler = shutil.which('g++')
+    if compiler is None:
+        pytest.skip('g++ is not on PATH: cannot build the host harness of the search headers')
+    build_dir = tempfile.mkdtemp(prefix='bvh_harness_')
+    library = os.path.join(build_dir, 'bvh_host_harness.so')
+    flags = ['-DNEAREST_TRIANGLE_PORTABLE'] if portable else []
+    result = subprocess.run([compiler, '-std=c++17', '-O2', '-march=native', '-fopenmp-simd', '-Wall', '-Wextra',
+                             '-Werror', '-shared', '-fPIC', *flags, '-I', nearest_triangle_cpp.SOURCE_DIR,
+                             os.path.join(os.path.dirname(os.path.abspath(__file__)), 'bvh_host_harness.cpp'),
+                             '-o', library], capture_output=True, text=True)
+    assert result.returncode == 0, f'building the search harness failed:\n{result.stderr}'
+    lib = ctypes.CDLL(library)
+    shutil.rmtree(build_dir, ignore_errors=True)  # the loaded library stays mapped
+
+    def search(tree_vertices, vertices, faces, points, cap, run):
+        face = torch.empty(len(points), dtype=torch.int32)
+        sq = torch.empty(len(points), dtype=torch.float32)
+        args = [t.contiguous() for t in (tree_vertices.float(), vertices.float(), faces.long(), points.float())]
+        lib.nearest_host(*(ctypes.c_void_p(t.data_ptr()) for t in args[:2]), ctypes.c_int64(len(vertices)),
+                         ctypes.c_void_p(args[2].data_ptr()), ctypes.c_int(len(faces)),
+                         ctypes.c_void_p(args[3].data_ptr()), ctypes.c_int64(len(points)), ctypes.c_float(cap),
+                         ctypes.c_int64(run), ctypes.c_void_p(face.data_ptr()), ctypes.c_void_p(sq.data_ptr()))
+        return face.long(), sq
+    return search, bool(lib.nearest_host_vectorised())
+
+
+@pytest.mark.parametrize('portable', [True, False], ids=['portable', 'native'])
+def test_host_build_of_both_code_paths_equals_brute_force(portable):
+    search, vectorised = _host_search(portable)
+    assert not (portable and vectorised)
+    rng = np.random.default_rng(22)
+    for k, (name, vertices, faces) in enumerate(_meshes()):  # tree topology from another pose (reversed)
+        points = query_points(vertices, faces, rng, 200)
+        cap, run = ((math.inf, 1), (0.25, 64))[k % 2]
+        face, sq = search(vertices.flip(0), vertices, faces, points, cap, run)
+        _assert_exact(points, vertices, faces, face, sq, cap)
 
 
 def test_without_the_plugin_auto_falls_back_and_cpp_is_a_clear_error(monkeypatch):

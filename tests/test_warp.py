@@ -1,14 +1,23 @@
 """Tests for training/deformation/warp.py: the §2.5 nearest-triangle frame transfer against a direct
 per-point transcription, exact identity at zero pose, rigid motions, the thickness cut-off,
-gradients w.r.t. posed vertices and pose, chunking, and argument checks."""
+gradients w.r.t. posed vertices and pose, chunking, and argument checks; the fused compiled warp
+(method 'cpp') against the PyTorch reference (values, gradients, gradcheck in float64), the posed
+mesh shared by several calls, and derived data that follows the buffers."""
+
+import copy
+import pickle
 
 import numpy as np
 import pytest
 import torch
 import trimesh
 
+from training.deformation import nearest_triangle_cpp
 from training.deformation import point_to_mesh as pm
 from training.deformation.warp import MeshWarp, face_transforms, transfer_points, warp_points
+
+needs_plugin = pytest.mark.skipif(not nearest_triangle_cpp.available(),
+                                  reason='the nearest_triangle CPU plugin could not be built (see stderr)')
 
 THICKNESS = 0.25
 
@@ -193,3 +202,99 @@ def test_bad_inputs_raise_value_error_naming_the_argument(change, argument):
         with pytest.raises(ValueError, match=argument):
             MeshWarp(args['canonical_vertices'], args['faces'], args['thickness'], **{
                 k: v for k, v in change.items() if k in ('chunk', 'method')})
+
+
+def _posed_batch(canonical, seed):
+    """Two non-rigidly posed copies of the mesh [2,V,3] (rotation plus vertex noise)."""
+    g = torch.Generator().manual_seed(seed)
+    rotations = [_rotation(torch.tensor(aa, dtype=canonical.dtype)) for aa in ([0.3, -0.5, 0.2], [-0.2, 0.9, 0.1])]
+    return torch.stack([canonical @ r.T + 0.003 * torch.randn(canonical.shape, generator=g, dtype=canonical.dtype)
+                        for r in rotations])
+
+
+@needs_plugin
+def test_fused_warp_equals_the_reference():
+    canonical, faces = _head()
+    posed = _posed_batch(canonical, seed=11)
+    points = torch.cat([_points(1500, seed=12), _points(1500, seed=13)])
+    warp = MeshWarp(canonical, faces, THICKNESS, method='cpp')
+    warped, inside = warp(points, posed)
+    reference, reference_inside = MeshWarp(canonical, faces, THICKNESS, method='brute')(points, posed)
+    assert torch.equal(inside, reference_inside) and 0.3 < inside.float().mean() < 0.95
+    assert torch.equal(warped[~inside], points[~inside])
+    # Where the nearest face is tied the two searches may pick different tied faces: compare with the
+    # reference transfer of the face the fused kernel picked, and that face with brute force.
+    transforms = face_transforms(posed, canonical, faces)
+    _, face = nearest_triangle_cpp.FusedWarp.apply(points, transforms, warp.pose(posed).search_structure(),
+                                                   THICKNESS)
+    expected = transfer_points(points, face, face >= 0, transforms)
+    torch.testing.assert_close(warped, expected, atol=2e-6, rtol=0)
+    for b in range(2):
+        sq = pm.point_triangle_sq_distance(points[b, :, None].double(), *posed[b].double()[faces].unbind(1))
+        two = sq.topk(2, dim=1, largest=False).values
+        own = sq.gather(1, face[b].clamp(min=0)[:, None])[:, 0]
+        assert ((own - two[:, 0]) <= 1e-6)[inside[b]].all()  # a nearest face, up to float32 ties
+        unique = inside[b] & (two[:, 1] - two[:, 0] > 1e-6)
+        assert unique.sum() > 10  # on a convex mesh most points are nearest to a shared edge or vertex
+        torch.testing.assert_close(warped[b, unique], reference[b, unique], atol=2e-6, rtol=0)
+
+
+@needs_plugin
+def test_fused_gradients_equal_the_reference():
+    canonical, faces = _head(subdivisions=2)
+    posed = _posed_batch(canonical.double(), seed=14).float()
+    points = torch.cat([_stable_points(posed[b].double(), faces, 2000, seed=15 + b)[:, :40] for b in range(2)]).float()
+    grads = {}
+    for method in ('cpp', 'brute'):
+        x, vertices = points.clone().requires_grad_(True), posed.clone().requires_grad_(True)
+        warped, _ = MeshWarp(canonical, faces, THICKNESS, method=method)(x, vertices)
+        (warped * torch.linspace(-1, 2, warped.numel()).view_as(warped)).sum().backward()
+        grads[method] = (x.grad, vertices.grad)
+    for fused, reference in zip(grads['cpp'], grads['brute']):
+        torch.testing.assert_close(fused, reference, atol=1e-4, rtol=1e-4)
+    assert torch.count_nonzero(grads['cpp'][1]) > 0
+
+
+@needs_plugin
+def test_fused_warp_gradcheck_in_float64():
+    """The fused kernel transfers in float64 (its search runs in float32): gradcheck w.r.t. pose and points."""
+    canonical, faces = _head(subdivisions=1, dtype=torch.float64)
+    warp = MeshWarp(canonical, faces, THICKNESS, method='cpp')
+    axis_angle = torch.tensor([0.2, -0.3, 0.1], dtype=torch.float64)
+    points = _stable_points(canonical @ _rotation(axis_angle).T, faces, 400, seed=16)
+    assert points.shape[1] >= 20
+
+    def warp_of_pose(aa):
+        return warp(points, (canonical @ _rotation(aa).T)[None])[0]
+
+    torch.autograd.gradcheck(warp_of_pose, (axis_angle.clone().requires_grad_(True),))
+    posed = (canonical @ _rotation(axis_angle).T)[None]
+    torch.autograd.gradcheck(lambda x: warp(x, posed)[0], (points.clone().requires_grad_(True),), fast_mode=True)
+
+
+@needs_plugin
+def test_posed_mesh_is_built_once_and_shared_by_calls():
+    canonical, faces = _head()
+    posed_vertices = _posed_batch(canonical, seed=17).requires_grad_(True)
+    warp = MeshWarp(canonical, faces, THICKNESS)
+    posed = warp.pose(posed_vertices)
+    coarse, fine = torch.cat([_points(1000, 18), _points(1000, 19)]), torch.cat([_points(800, 20), _points(800, 21)])
+    shared = [warp(points, posed)[0] for points in (coarse, fine)]
+    assert posed.transforms() is posed.transforms() and posed.search_structure() is posed.search_structure()
+    separate = [warp(points, posed_vertices)[0] for points in (coarse, fine)]
+    assert all(torch.equal(a, b) for a, b in zip(shared, separate))
+    sum(t.sum() for t in shared).backward()
+    assert torch.count_nonzero(posed_vertices.grad) > 0
+
+
+def test_derived_data_follows_the_buffers_and_is_not_copied():
+    canonical, faces = _head()
+    posed = _posed_batch(canonical, seed=22)
+    points = torch.cat([_points(1000, 23), _points(1000, 24)])
+    expected = MeshWarp(canonical, faces, THICKNESS)(points, posed)
+    warp = MeshWarp(torch.zeros_like(canonical), torch.zeros_like(faces), THICKNESS)  # as from BodyWarp sizes
+    warp(points, posed)  # derived data (frames, tree) of the zero buffers
+    warp.load_state_dict(MeshWarp(canonical, faces, THICKNESS).state_dict())
+    for module in (warp, copy.deepcopy(warp), pickle.loads(pickle.dumps(warp))):
+        result = module(points, posed)
+        assert torch.equal(result[0], expected[0]) and torch.equal(result[1], expected[1])

@@ -14,39 +14,53 @@ selected without gradient; gradients reach the posed vertices (hence the pose) t
 
 A point nearest to an edge or vertex shared by several faces has several nearest faces with
 different frames (system.md §12 item 19: the warp is discontinuous there); the search picks one of
-them deterministically. The search is exact (point_to_mesh.py), batched over B; on the CPU it is the
-compiled kernel (method 'auto' -> 'cpp') when it builds, which is fastest when the points come ray by
-ray with the samples of a ray contiguous ([B, rays * samples, 3], as the renderer passes them):
-consecutive points start from each other's nearest face. The transfer is a gather of 12 numbers per point.
+them deterministically. The search is exact (point_to_mesh.py). On the CPU, for float32 points, the
+default (method 'auto' -> 'cpp', when the kernel builds) is the compiled fused warp: search and
+transfer in one pass (nearest_triangle_cpp.FusedWarp), fastest when the points come ray by ray with
+the samples of a ray contiguous ([B, rays * samples, 3], as the renderer passes them). Elsewhere the
+pure-PyTorch reference: search, then a gather of 12 numbers per point.
+
+Per forward, MeshWarp.pose(posed_vertices) binds a posed mesh batch once: its per-face transforms
+and search structure are then built on first use and shared by every call (coarse and fine samples).
 """
 
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
+from training.deformation import nearest_triangle_cpp
 from training.deformation.point_to_mesh import SEARCH_METHODS, cluster_faces, nearest_triangles, resolve_method
 
 
 def triangle_frames(v0, v1, v2):
     """Orthonormal frames of triangles (system.md §2.5 step 3): vertices [..., 3] -> E [..., 3, 3], rows e1, n, e3."""
     e1 = torch.nn.functional.normalize(v1 - v0, dim=-1)
-    n = torch.nn.functional.normalize(torch.cross(v1 - v0, v2 - v0, dim=-1), dim=-1)
-    return torch.stack([e1, n, torch.cross(e1, n, dim=-1)], dim=-2)
+    n = torch.nn.functional.normalize(torch.linalg.cross(v1 - v0, v2 - v0), dim=-1)
+    return torch.stack([e1, n, torch.linalg.cross(e1, n)], dim=-2)
 
 
-def face_transforms(posed_vertices, canonical_vertices, faces):
+def canonical_frames(canonical_vertices, faces):
+    """Per-face canonical frames E_C [F,3,3] and first vertices C0 [F,3] (inputs of face_transforms)."""
+    faces = faces.long()
+    return triangle_frames(*(canonical_vertices[faces[:, k]] for k in range(3))), canonical_vertices[faces[:, 0]]
+
+
+def face_transforms(posed_vertices, canonical_vertices, faces, frames=None):
     """Per-face offset maps Delta(x) = A x + t (§2.5 steps 3-5), from posed space to canonical space.
 
     posed_vertices [B,V,3], canonical_vertices [V,3], faces [F,3] (long) -> [B,F,12]: columns 0-8
-    are A row-major, 9-11 are t. Differentiable w.r.t. posed_vertices.
+    are A row-major, 9-11 are t. Differentiable w.r.t. posed_vertices. frames: canonical_frames(...)
+    of these faces, to reuse (ignored unless in the posed vertices' dtype: the canonical frames are
+    computed in that dtype, so that posed == canonical gives A = 0 and t = 0 exactly).
     """
-    posed = posed_vertices[:, faces]  # [B, F, 3(vertex), 3]
-    canonical = canonical_vertices[faces].to(posed.dtype)  # [F, 3, 3]
-    frame_posed = triangle_frames(*posed.unbind(-2))
-    frame_canonical = triangle_frames(*canonical.unbind(-2))
+    faces = faces.long()
+    if frames is None or frames[0].dtype != posed_vertices.dtype:
+        frames = canonical_frames(canonical_vertices.to(posed_vertices.dtype), faces)
+    frame_canonical, c0 = frames
+    p0, p1, p2 = (posed_vertices.index_select(1, faces[:, k]) for k in range(3))  # [B, F, 3] each
+    frame_posed = triangle_frames(p0, p1, p2)
     a = (frame_canonical - frame_posed).transpose(-1, -2) @ frame_posed  # [B, F, 3, 3]
-    p0 = posed[..., 0, :]
-    t = canonical[:, 0] - p0 - (a @ p0[..., None])[..., 0]
+    t = c0 - p0 - (a @ p0[..., None])[..., 0]
     return torch.cat([a.flatten(-2), t], dim=-1)
 
 
@@ -86,18 +100,103 @@ def _check_points(points, posed_vertices, canonical_vertices):
         raise ValueError(f'posed_vertices must be [B, V, 3] = {expected}, got {list(posed_vertices.shape)}')
 
 
-def _warp(points, posed_vertices, canonical_vertices, faces, thickness, chunk, method, order=None):
-    """Nearest-face search without gradient, then the differentiable frame transfer."""
-    face_index, _ = nearest_triangles(points.detach(), posed_vertices.detach(), faces, max_distance=thickness,
-                                      method=method, chunk=chunk, order=order)
-    inside = face_index >= 0
-    transforms = face_transforms(posed_vertices, canonical_vertices, faces.long())
-    return transfer_points(points, face_index, inside, transforms), inside
+class PosedMesh:
+    """A batch of posed meshes bound to a MeshWarp for one forward (and its backward).
+
+    Its per-face transforms (differentiable w.r.t. the posed vertices) and, for the compiled
+    search, the refitted tree are built on first use and shared by every warp call.
+    """
+
+    def __init__(self, warp: 'MeshWarp', vertices: torch.Tensor):
+        """warp: the MeshWarp; vertices [B,V,3]: the posed vertices."""
+        self.warp = warp
+        self.vertices = vertices
+        self._transforms = None
+        self._search = None
+
+    def transforms(self) -> torch.Tensor:
+        """face_transforms of the posed meshes [B,F,12] (built once)."""
+        if self._transforms is None:
+            self._transforms = face_transforms(self.vertices, self.warp.canonical_vertices, self.warp.faces,
+                                               self.warp.derived('frames'))
+        return self._transforms
+
+    def search_structure(self):
+        """The compiled search's tree refitted to the posed meshes (built once)."""
+        if self._search is None:
+            self._search = nearest_triangle_cpp.refit(self.warp.derived('tree'), self.vertices.detach(),
+                                                      self.warp.faces)
+        return self._search
+
+
+class MeshWarp(torch.nn.Module):
+    """The §2.5 warp with its mesh as buffers; the search structures are built once."""
+
+    def __init__(self, canonical_vertices, faces, thickness: float, chunk: Optional[int] = None,
+                 method: str = 'auto'):
+        """canonical_vertices [V,3] (neck-centred T-pose), faces [F,3] (the subset to search),
+        thickness (scene units, the §2.5 cut-off), chunk (points per search block of the clustered
+        search, None: per device), method (nearest-triangle search, see point_to_mesh.nearest_triangles;
+        'cpp' is the fused compiled warp)."""
+        super().__init__()
+        _check_mesh(canonical_vertices, faces, thickness, chunk, method)
+        self.thickness = float(thickness)
+        self.chunk = chunk
+        self.method = method
+        self.register_buffer('canonical_vertices', canonical_vertices.clone())
+        self.register_buffer('faces', faces.long().clone())
+        self.register_buffer('cluster_order', cluster_faces(canonical_vertices, faces))
+        self._derived = {}
+
+    def derived(self, name: str):
+        """Data derived from the buffers, rebuilt when they change (load_state_dict, .to()):
+        'frames' (canonical_frames) or 'tree' (the compiled search's topology, from the canonical mesh)."""
+        if name not in ('frames', 'tree'):
+            raise ValueError(f"derived data is 'frames' or 'tree', got {name!r}")
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in (self.canonical_vertices, self.faces))
+        if self._derived.get('key') != key:
+            self._derived = {'key': key}
+        if name not in self._derived:
+            self._derived[name] = (canonical_frames(self.canonical_vertices, self.faces) if name == 'frames' else
+                                   nearest_triangle_cpp.build_tree(self.canonical_vertices, self.faces))
+        return self._derived[name]
+
+    def __getstate__(self):
+        """Pickling and deepcopy leave the derived data behind (the compiled tree is not picklable)."""
+        state = self.__dict__.copy()
+        state['_derived'] = {}
+        return state
+
+    def pose(self, posed_vertices: torch.Tensor) -> PosedMesh:
+        """Bind posed vertices [B,V,3] for the warp calls of one forward (see PosedMesh)."""
+        return PosedMesh(self, posed_vertices)
+
+    def forward(self, points, posed: Union[torch.Tensor, PosedMesh]):
+        """points [B,P,3] posed space, posed: posed vertices [B,V,3] or self.pose(...) ->
+        (canonical points [B,P,3], inside [B,P] bool: the nearest face is closer than thickness)."""
+        if not isinstance(posed, PosedMesh):
+            posed = self.pose(posed)
+        _check_points(points, posed.vertices, self.canonical_vertices)
+        method = resolve_method(self.method, points)
+        if method == 'cpp':
+            warped, face = nearest_triangle_cpp.FusedWarp.apply(points, posed.transforms().to(points.dtype),
+                                                                posed.search_structure(), self.thickness)
+            return warped, face >= 0
+        face_index, _ = nearest_triangles(points.detach(), posed.vertices.detach(), self.faces,
+                                          max_distance=self.thickness, method=method, chunk=self.chunk,
+                                          order=self.cluster_order)
+        inside = face_index >= 0
+        return transfer_points(points, face_index, inside, posed.transforms()), inside
+
+    def extra_repr(self) -> str:
+        """Mesh size and cut-off for print(module)."""
+        return (f'num_vertices={self.canonical_vertices.shape[0]}, num_faces={self.faces.shape[0]}, '
+                f'thickness={self.thickness}, chunk={self.chunk}, method={self.method!r}')
 
 
 def warp_points(points, posed_vertices, canonical_vertices, faces, thickness: float,
                 chunk: Optional[int] = None, method: str = 'auto'):
-    """Warp sample points from posed to canonical space (system.md §2.5).
+    """Warp sample points from posed to canonical space (system.md §2.5); MeshWarp without the module.
 
     points [B,P,3] (posed/observation space), posed_vertices [B,V,3] (posed mesh, differentiable),
     canonical_vertices [V,3], faces [F,3] (the face subset to use, e.g. the canonical-box faces),
@@ -108,36 +207,4 @@ def warp_points(points, posed_vertices, canonical_vertices, faces, thickness: fl
     Returns (canonical_points [B,P,3], inside [B,P] bool: the nearest face is closer than thickness).
     """
     _check_mesh(canonical_vertices, faces, thickness, chunk, method)
-    _check_points(points, posed_vertices, canonical_vertices)
-    # Grouped on the canonical mesh, so that ties break alike in every call (MeshWarp does the same).
-    order = cluster_faces(canonical_vertices, faces) if resolve_method(method, points) == 'clustered' else None
-    return _warp(points, posed_vertices, canonical_vertices, faces, thickness, chunk, method, order)
-
-
-class MeshWarp(torch.nn.Module):
-    """The §2.5 warp with its mesh as buffers; the clustered search's face grouping is built once."""
-
-    def __init__(self, canonical_vertices, faces, thickness: float, chunk: Optional[int] = None,
-                 method: str = 'auto'):
-        """canonical_vertices [V,3] (neck-centred T-pose), faces [F,3] (the subset to search),
-        thickness (scene units, the §2.5 cut-off), chunk (points per search block, None: per device),
-        method (nearest-triangle search, see point_to_mesh.nearest_triangles)."""
-        super().__init__()
-        _check_mesh(canonical_vertices, faces, thickness, chunk, method)
-        self.thickness = float(thickness)
-        self.chunk = chunk
-        self.method = method
-        self.register_buffer('canonical_vertices', canonical_vertices.clone())
-        self.register_buffer('faces', faces.long().clone())
-        self.register_buffer('cluster_order', cluster_faces(canonical_vertices, faces))
-
-    def forward(self, points, posed_vertices):
-        """points [B,P,3] posed space, posed_vertices [B,V,3] -> (canonical points [B,P,3], inside [B,P])."""
-        _check_points(points, posed_vertices, self.canonical_vertices)
-        return _warp(points, posed_vertices, self.canonical_vertices, self.faces, self.thickness, self.chunk,
-                     self.method, self.cluster_order)
-
-    def extra_repr(self) -> str:
-        """Mesh size and cut-off for print(module)."""
-        return (f'num_vertices={self.canonical_vertices.shape[0]}, num_faces={self.faces.shape[0]}, '
-                f'thickness={self.thickness}, chunk={self.chunk}, method={self.method!r}')
+    return MeshWarp(canonical_vertices, faces, thickness, chunk, method)(points, posed_vertices)

@@ -60,15 +60,16 @@ class BodyWarp(torch.nn.Module):
         """For body poses [N, 6] (neck, head axis-angle): a map of posed points [N, P, 3] to canonical [N, P, 3].
 
         Returns None when the warp is exactly the identity: every pose is zero and no gradient
-        w.r.t. the pose is needed. The posed mesh is computed once and shared by all calls
-        (coarse and fine samples, every ray chunk).
+        w.r.t. the pose is needed. The posed mesh, its per-face transforms and its search structure
+        are computed once and shared by all calls (coarse and fine samples, every ray chunk); use
+        the map for one forward (and its backward) only.
         """
         if pose.ndim != 2 or pose.shape[1] != POSE_DIM:
             raise ValueError(f'pose_params: expected shape [N, {POSE_DIM}], got {list(pose.shape)}')
         if not pose.requires_grad and not bool(pose.any()):
             return None
-        posed_vertices = self.body.posed_vertices(pose)
-        return lambda points: self.warp(points, posed_vertices)[0]
+        posed = self.warp.pose(self.body.posed_vertices(pose))
+        return lambda points: self.warp(points, posed)[0]
 
     def extra_repr(self) -> str:
         """Buffer sizes for print(module)."""
