@@ -51,4 +51,4 @@ class RenderingConfig:
     decoder_lr_mul: float = 1.0                # learning-rate multiplier of both decoder layers
     sigmoid_margin: float = 0.001              # 'sigmoid' features: sigmoid * (1 + 2 m) - m (EG3D)
     ray_chunk: Optional[int] = None            # rays per chunk and batch element; None = all rays at once
-    sampler_impl: str = 'auto'                 # tri-grid sampler: 'auto' | 'grid_sample' | 'gather'
+    sampler_impl: str = 'auto'                 # tri-grid sampler: 'auto' | 'grid_sample' | 'gather' | 'cpp' | 'cuda'

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from training.rendering import trigrid_cpp
 from training.rendering.planes import TriGridSampler, crop_outside, resolve_sampler, sample_trigrid
 
-IMPLS = ['grid_sample', 'gather']
+IMPLS = ['grid_sample', 'gather', 'cpp']
 BASE_POINT = torch.tensor([0.05, -0.1, 0.15], dtype=torch.float64)
 
 
@@ -85,7 +86,7 @@ def test_triplane_matches_numpy_and_ignores_plane_normal(impl):
 
 @pytest.mark.parametrize('depth', [1, 2, 3])
 @pytest.mark.parametrize('n_points', [30, 600])     # plane gradient: corner by corner / folded (table has 702 D rows)
-def test_gather_matches_grid_sample_values_and_gradients(depth, n_points):
+def test_samplers_match_grid_sample_values_and_gradients(depth, n_points):
     g = torch.Generator().manual_seed(depth)
     planes = torch.randn(2, 3, 5 * depth, 7, 11, generator=g, dtype=torch.float64, requires_grad=True)
     points = ((torch.rand(2, n_points, 3, generator=g, dtype=torch.float64) - 0.5) * 1.3).requires_grad_()
@@ -94,8 +95,9 @@ def test_gather_matches_grid_sample_values_and_gradients(depth, n_points):
     for impl in IMPLS:
         features = sample_trigrid(planes, points, depth, 1.0, impl)
         results.append((features, *torch.autograd.grad(features, (planes, points), grad_out)))
-    for reference, fast in zip(*results):
-        torch.testing.assert_close(fast, reference, rtol=1e-10, atol=1e-10)
+    for fast in results[1:]:
+        for a, e in zip(fast, results[0]):
+            torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10)
     assert results[0][2].abs().max() > 1    # the point gradient is exercised
 
 
@@ -126,14 +128,27 @@ def test_crop_masks_x_and_z_only():
     assert crop_outside(points, 0.4)[0, :, 0].tolist() == [False, True, True, True, False]
 
 
-def test_resolve_sampler():
+def test_resolve_sampler(monkeypatch):
     planes = torch.zeros(2, 3, 3 * 4, 16, 16)
     texels = 16 * 16 * 3
+    monkeypatch.setattr(trigrid_cpp, 'available', lambda device: False)      # no compiled kernel
     assert resolve_sampler('auto', planes, texels, 3) == 'gather'
     assert resolve_sampler('auto', planes, texels // 10, 3) == 'grid_sample'
     assert resolve_sampler('auto', planes, 100 * texels, 1) == 'grid_sample'
+    assert resolve_sampler('cpp', planes, texels, 3) == 'gather'              # falls back like 'auto'
+    monkeypatch.setattr(trigrid_cpp, 'available', lambda device: device == 'cpu')
+    for n_points, depth in ((texels, 3), (16, 3), (100 * texels, 1), (16, 1)):    # H W / 16 = 16 points and more
+        assert resolve_sampler('auto', planes, n_points, depth) == 'cpp'
+    assert resolve_sampler('auto', planes, 15, 3) == 'grid_sample'
+    assert resolve_sampler('cpp', planes, 1, 3) == 'cpp'
     assert resolve_sampler('gather', planes, 1, 3) == 'gather'
+    assert resolve_sampler('grid_sample', planes, 1, 3) == 'grid_sample'
+    assert resolve_sampler('auto', planes.to('meta'), texels, 3) == 'grid_sample'   # other devices
     with pytest.raises(ValueError, match='sampler_impl'):
-        resolve_sampler('cuda', planes, 1, 3)
+        resolve_sampler('fast', planes, 1, 3)
+    with pytest.raises(ValueError, match="'cuda' needs planes on a cuda device"):
+        TriGridSampler(planes, 3, 1.0, 'cuda')
+    with pytest.raises(ValueError, match="'cpp' needs planes on a cpu device"):
+        resolve_sampler('cpp', planes.to('meta'), 1, 3)
     with pytest.raises(ValueError, match='planes'):
         sample_trigrid(torch.zeros(1, 3, 5, 4, 4), torch.zeros(1, 1, 3), 3, 1.0)

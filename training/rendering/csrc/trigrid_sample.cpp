@@ -1,0 +1,172 @@
+// Fused tri-grid sampling on the CPU (system.md §2.3): the 'cpp' accelerator of
+// training/rendering/planes.py, through training/rendering/trigrid_cpp.py. The math is in
+// trigrid_sample.h, shared with the CUDA kernel.
+//
+// * planes_to_table: a blocked transpose of planes [N, 3, C*D, H, W] (channel c*D + d) into the
+//   channels-last texel table [N, 3, H, W, D, C] (each texel's C features contiguous).
+// * forward: one point per loop iteration (OpenMP), 3 planes x 4 (D = 1) or 8 corners x C FMAs.
+// * backward: the coordinate gradient point by point like the forward (corner rows dotted with the
+//   incoming gradient); the planes gradient texel by texel from binned points (trigrid_planes_grad.h),
+//   straight into the planes layout (the table itself is a cache outside the autograd graph).
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <vector>
+
+#include "trigrid_sample.h"
+#include "trigrid_planes_grad.h"
+
+namespace {
+
+constexpr int64_t kTexelBlock = 256;  // texels per transpose work item
+constexpr int64_t kBlock = 8;          // the transpose moves kBlock x kBlock blocks through registers
+
+// Copies the block of channels c0 + [0, cn) at depth z and texels t + [0, tn) (cn, tn <= kBlock) from one
+// plane [C*D, H*W] to its table slice [H*W, D, C]. Inlined, so that full blocks (cn = tn = kBlock)
+// compile to fixed-size loops.
+template <typename T>
+inline void copy_block(const T* __restrict planes, T* __restrict table, int64_t c, int64_t d, int64_t texels,
+                       int64_t z, int64_t c0, int64_t t, int64_t cn, int64_t tn) {
+  T block[kBlock][kBlock];
+  const T* line = planes + (c0 * d + z) * texels + t;  // + i * d * texels + j: channel c0 + i, texel t + j
+  T* row = table + (t * d + z) * c + c0;                // + j * d * c + i
+  for (int64_t i = 0; i < cn; ++i)
+    for (int64_t j = 0; j < tn; ++j) block[j][i] = line[i * d * texels + j];
+  for (int64_t j = 0; j < tn; ++j)
+    for (int64_t i = 0; i < cn; ++i) row[j * d * c + i] = block[j][i];
+}
+
+// Texels [t0, t0 + kTexelBlock) of one plane, block by block.
+template <typename T>
+void transpose_plane(const T* planes, T* table, int64_t c, int64_t d, int64_t texels, int64_t t0) {
+  const int64_t t1 = std::min(texels, t0 + kTexelBlock);
+  for (int64_t z = 0; z < d; ++z)
+    for (int64_t c0 = 0; c0 < c; c0 += kBlock)
+      for (int64_t t = t0; t < t1; t += kBlock) {
+        if (c0 + kBlock <= c && t + kBlock <= t1) {
+          copy_block(planes, table, c, d, texels, z, c0, t, kBlock, kBlock);
+        } else {
+          copy_block(planes, table, c, d, texels, z, c0, t, std::min(kBlock, c - c0), std::min(kBlock, t1 - t));
+        }
+      }
+}
+
+// The whole transpose: every (plane, texel range) pair is one parallel work item.
+template <typename T>
+void transpose_all(const T* planes, T* table, int64_t planes_count, int64_t c, int64_t d, int64_t texels, int threads) {
+  const int64_t tiles = (texels + kTexelBlock - 1) / kTexelBlock;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t item = 0; item < planes_count * tiles; ++item) {
+    const int64_t m = item / tiles, t0 = (item % tiles) * kTexelBlock;
+    transpose_plane(planes + m * c * d * texels, table + m * c * d * texels, c, d, texels, t0);
+  }
+}
+
+void check_float(const torch::Tensor& t, const char* name) {
+  TORCH_CHECK(t.device().is_cpu() && (t.scalar_type() == torch::kFloat32 || t.scalar_type() == torch::kFloat64),
+              "trigrid_sample: ", name, " must be a float32 or float64 CPU tensor, got ", t.scalar_type(), " on ",
+              t.device());
+}
+
+// Table [N, 3, H, W, D, C] and coordinates [N, P, 3] of one dtype; returns (N, P, C, H, W, D).
+std::vector<int64_t> check_operands(const torch::Tensor& table, const torch::Tensor& coords) {
+  check_float(table, "table");
+  TORCH_CHECK(table.dim() == 6 && table.size(1) == kTriGridPlanes && table.is_contiguous(),
+              "trigrid_sample: table must be contiguous [N, 3, H, W, D, C], got ", table.sizes());
+  TORCH_CHECK(coords.dim() == 3 && coords.size(0) == table.size(0) && coords.size(2) == 3 && coords.is_contiguous() &&
+              coords.scalar_type() == table.scalar_type(), "trigrid_sample: coords must be contiguous [N, P, 3] of ",
+              "the table's dtype, got ", coords.sizes(), " ", coords.scalar_type());
+  return {table.size(0), coords.size(1), table.size(5), table.size(2), table.size(3), table.size(4)};
+}
+
+template <typename T>
+TriGridArgs<T> make_args(const torch::Tensor& table, const torch::Tensor& coords) {
+  const std::vector<int64_t> s = check_operands(table, coords);
+  TriGridArgs<T> a{table.data_ptr<T>(), coords.data_ptr<T>(), nullptr, nullptr, nullptr,
+                   s[0], s[1], s[2], s[3], s[4], s[5]};
+  return a;
+}
+
+// The forward, one point per iteration.
+template <typename T>
+void forward_impl(const TriGridArgs<T>& a, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t point = 0; point < a.n * a.p; ++point) trigrid_forward_point(a, point, 0, a.c);
+}
+
+// Discards the table gradient of trigrid_backward_point (trigrid_planes_grad computes the planes gradient).
+struct NoAdd {
+  template <typename T>
+  void operator()(T*, int64_t, T) const {}
+};
+
+// d loss / d coords [N, P, 3], one point (all three planes) per iteration.
+template <typename T>
+void coords_grad(const TriGridArgs<T>& a, T* grad_coords, int threads) {
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t point = 0; point < a.n * a.p; ++point) {
+    T* gc = grad_coords + 3 * point;
+    gc[0] = gc[1] = gc[2] = T(0);
+    for (int k = 0; k < kTriGridPlanes; ++k) trigrid_backward_point(a, point, k, 0, a.c, gc, NoAdd());
+  }
+}
+
+}  // namespace
+
+// planes [N, 3, C*D, H, W] -> table [N, 3, H, W, D, C] (contiguous copies).
+torch::Tensor planes_to_table(torch::Tensor planes, int64_t depth, int64_t threads) {
+  check_float(planes, "planes");
+  TORCH_CHECK(planes.dim() == 5 && planes.size(1) == kTriGridPlanes && depth > 0 && planes.size(2) % depth == 0,
+              "trigrid_sample: planes must be [N, 3, C*D, H, W] with D = ", depth, ", got ", planes.sizes());
+  planes = planes.contiguous();
+  const int64_t n = planes.size(0), c = planes.size(2) / depth, h = planes.size(3), w = planes.size(4);
+  torch::Tensor table = torch::empty({n, kTriGridPlanes, h, w, depth, c}, planes.options());
+  pybind11::gil_scoped_release release;
+  AT_DISPATCH_FLOATING_TYPES(planes.scalar_type(), "planes_to_table", [&] {
+    transpose_all(planes.data_ptr<scalar_t>(), table.data_ptr<scalar_t>(), n * kTriGridPlanes, c, depth, h * w,
+                  static_cast<int>(threads));
+  });
+  return table;
+}
+
+// table [N, 3, H, W, D, C], coords [N, P, 3] -> features [N, P, C].
+torch::Tensor forward(torch::Tensor table, torch::Tensor coords, int64_t threads) {
+  check_operands(table, coords);
+  torch::Tensor out = torch::empty({coords.size(0), coords.size(1), table.size(5)}, table.options());
+  AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "trigrid_forward", [&] {
+    TriGridArgs<scalar_t> a = make_args<scalar_t>(table, coords);
+    a.out = out.data_ptr<scalar_t>();
+    pybind11::gil_scoped_release release;
+    forward_impl(a, static_cast<int>(threads));
+  });
+  return out;
+}
+
+// d loss / d features [N, P, C] -> (d loss / d planes [N, 3, C*D, H, W], d loss / d coords [N, P, 3]);
+// each is computed only if asked for (else an empty tensor).
+std::vector<torch::Tensor> backward(torch::Tensor table, torch::Tensor coords, torch::Tensor grad, bool need_planes,
+                                    bool need_coords, int64_t threads) {
+  check_operands(table, coords);
+  TORCH_CHECK(coords.size(1) < (int64_t(1) << 31), "trigrid_sample: at most 2^31 - 1 points per batch element");
+  TORCH_CHECK(grad.sizes() == torch::IntArrayRef({coords.size(0), coords.size(1), table.size(5)}) &&
+              grad.is_contiguous() && grad.scalar_type() == table.scalar_type(),
+              "trigrid_sample: grad must be contiguous [N, P, C] of the table's dtype, got ", grad.sizes());
+  const int64_t n = table.size(0), h = table.size(2), w = table.size(3), d = table.size(4), c = table.size(5);
+  torch::Tensor grad_planes = need_planes ? torch::empty({n, kTriGridPlanes, c * d, h, w}, table.options())
+                                          : torch::empty({0}, table.options());
+  torch::Tensor grad_coords = need_coords ? torch::empty_like(coords) : torch::empty({0}, coords.options());
+  AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "trigrid_backward", [&] {
+    TriGridArgs<scalar_t> a = make_args<scalar_t>(table, coords);
+    a.grad = grad.data_ptr<scalar_t>();
+    pybind11::gil_scoped_release release;
+    if (need_coords) coords_grad(a, grad_coords.data_ptr<scalar_t>(), static_cast<int>(threads));
+    if (need_planes) trigrid_planes_grad(a, grad_planes.data_ptr<scalar_t>(), static_cast<int>(threads));
+  });
+  return {grad_planes, grad_coords};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("planes_to_table", &planes_to_table, "planes [N, 3, C*D, H, W] -> texel table [N, 3, H, W, D, C]");
+  m.def("forward", &forward, "mean tri-grid features [N, P, C] at normalised coords [N, P, 3]");
+  m.def("backward", &backward, "(grad planes, grad coords) from grad features [N, P, C]");
+}
