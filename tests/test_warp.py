@@ -240,6 +240,26 @@ def test_fused_warp_equals_the_reference():
 
 
 @needs_plugin
+def test_non_finite_points_are_left_unchanged_and_do_not_disturb_the_others():
+    """A NaN or inf sample point (e.g. from a diverged G) is beyond every face: returned as is, no crash."""
+    canonical, faces = _head()
+    posed = _posed_batch(canonical, seed=21)
+    points = torch.cat([_points(400, seed=22), _points(400, seed=23)])
+    bad = points.clone()
+    bad[0, 5] = float('nan')
+    bad[1, 7, 1] = float('inf')
+    bad[1, 9, 2] = -float('inf')
+    warp = MeshWarp(canonical, faces, THICKNESS, method='cpp')
+    warped, inside = warp(bad, posed)
+    clean, _ = warp(points, posed)
+    assert torch.isnan(warped[0, 5]).all() and torch.equal(warped[1, 7], bad[1, 7]) and torch.equal(warped[1, 9], bad[1, 9])
+    assert not inside[0, 5] and not inside[1, 7] and not inside[1, 9]
+    keep = torch.ones(points.shape[:2], dtype=torch.bool)
+    keep[0, 5] = keep[1, 7] = keep[1, 9] = False
+    torch.testing.assert_close(warped[keep], clean[keep], atol=2e-6, rtol=0)
+
+
+@needs_plugin
 def test_fused_gradients_equal_the_reference():
     canonical, faces = _head(subdivisions=2)
     posed = _posed_batch(canonical.double(), seed=14).float()

@@ -5,6 +5,7 @@
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <memory>
 #include <vector>
@@ -16,6 +17,7 @@ namespace nt = nearest_triangle;
 
 namespace {
 
+constexpr float kFarAway = 1e6f;    // stand-in position of non-finite query points (beyond any cut-off)
 constexpr int64_t kChunk = 64;     // consecutive points per parallel work item (warm-start chain)
 constexpr int kTransform = 12;     // per face: A row-major (9), then t (3)
 
@@ -79,6 +81,11 @@ void search_chunks(const PosedMeshes& posed, const scalar_t* points, int64_t num
     float x[3 * kChunk], sq[kChunk];
     int32_t face[kChunk];
     for (int64_t i = 0; i < 3 * count; ++i) x[i] = static_cast<float>(points[3 * offset + i]);
+    for (int64_t i = 0; i < count; ++i) {     // a NaN/inf point is far from every face: no face, left unchanged
+      if (!(std::isfinite(x[3 * i]) && std::isfinite(x[3 * i + 1]) && std::isfinite(x[3 * i + 2]))) {
+        x[3 * i] = x[3 * i + 1] = x[3 * i + 2] = kFarAway;
+      }
+    }
     nt::search_run(posed.meshes[b], x, count, cap, face, sq);
     use(b, offset, count, face, sq);
   }
