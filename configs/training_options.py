@@ -15,6 +15,8 @@ later than kimg 0 (the stage-3 NRR fade) say where they start (`nrr_fade_start_k
 from dataclasses import dataclass
 from typing import Optional, Tuple
 
+from configs.presets import PRESETS
+
 
 @dataclass(frozen=True)
 class TrainingOptions:
@@ -121,9 +123,73 @@ def derive(opts: TrainingOptions, world_size: int) -> DerivedOptions:
     batch_gpu = opts.batch // world_size if opts.batch_gpu is None else opts.batch_gpu
     if batch_gpu < 1 or opts.batch % (batch_gpu * world_size):
         raise ValueError(f'--batch={opts.batch} is not a multiple of --batch-gpu={batch_gpu} x {world_size} processes')
-    if opts.mbstd_group > batch_gpu:
-        raise ValueError(f'--mbstd-group={opts.mbstd_group} is larger than the per-process batch {batch_gpu}')
+    if opts.mbstd_group > batch_gpu or batch_gpu % opts.mbstd_group:
+        raise ValueError(f'--mbstd-group={opts.mbstd_group} does not divide the per-process batch {batch_gpu}')
     ema_kimg = opts.batch * 10 / 32 if opts.ema_kimg is None else opts.ema_kimg
     return DerivedOptions(world_size=world_size, batch_gpu=batch_gpu,
                           accumulation=opts.batch // (batch_gpu * world_size), ema_kimg=ema_kimg,
                           blur_fade_kimg=opts.blur_fade_kimg * opts.batch / 32)
+
+
+REG_TYPES = ('l1', 'monotonic-detach', 'monotonic-fixed')           # density regulariser variants (§1.1)
+DECODER_ACTIVATIONS = ('none', 'sigmoid', 'lrelu')                   # None: the network preset's choice
+SR_NOISE_MODES = ('random', 'none')
+METRIC_POSE_SAMPLE_MODES = ('G_predict', 'D_predict')               # §4.4
+CHOICES = {'reg_type': REG_TYPES, 'decoder_activation': DECODER_ACTIVATIONS, 'sr_noise_mode': SR_NOISE_MODES,
+            'metric_pose_sample_mode': METRIC_POSE_SAMPLE_MODES}
+_PROBABILITIES = ('bcg_reg_prob', 'gpc_reg_prob', 'style_mixing_prob')
+_POSITIVE = ('kimg', 'tick', 'glr', 'dlr', 'thickness', 'decoder_lr_mul')
+_AT_LEAST_ONE = ('batch', 'batch_gpu', 'snap', 'image_snap', 'keep', 'gpus', 'd_reg_interval', 'density_reg_every',
+                 'mbstd_group', 'max_size', 'cbase', 'cmax', 'map_depth', 'triplane_depth',
+                 'neural_rendering_resolution_initial', 'neural_rendering_resolution_final')
+_NON_NEGATIVE = ('resume_kimg', 'workers', 'g_num_fp16_res', 'sr_num_fp16_res', 'd_num_fp16_res', 'disc_c_noise',
+                 'freezed', 'ema_kimg', 'ema_rampup', 'gamma', 'gamma_seg', 'pose_loss_weight',
+                 'input_pose_params_reg_loss_weight', 'input_pose_params_reg_loss_kimg', 'density_reg',
+                 'density_reg_p_dist', 'gpc_reg_fade_kimg', 'blur_init_sigma', 'blur_fade_kimg',
+                 'density_noise_fade_kimg', 'neural_rendering_resolution_fade_kimg', 'nrr_fade_start_kimg', 'c_scale')
+
+
+def option_flag(field_name: str) -> str:
+    """The train.py flag of a TrainingOptions field: 'gamma_seg' -> '--gamma-seg'."""
+    return '--' + field_name.replace('_', '-')
+
+
+def _range_error(opts: TrainingOptions) -> Optional[str]:
+    """The first out-of-range numeric field as a one-line message, or None (None values are allowed)."""
+    rules = [(_PROBABILITIES, lambda v: 0 <= v <= 1, 'a probability in [0, 1]'),
+             (_POSITIVE, lambda v: v > 0, 'a number > 0'),
+             (_AT_LEAST_ONE, lambda v: v >= 1, 'an integer >= 1'),
+             (_NON_NEGATIVE, lambda v: v >= 0, 'a number >= 0'),
+             (('back_repeat',), lambda v: 0 <= v < 1, 'a share in [0, 1)')]
+    for names, ok, expected in rules:
+        for name in names:
+            value = getattr(opts, name)
+            if value is not None and not ok(value):
+                return f'{option_flag(name)}: expected {expected}, got {value}'
+    return None
+
+
+def validate(opts: TrainingOptions) -> None:
+    """Check choices, ranges and combinations of the fields (not files or the world size; see derive()).
+
+    Raises ValueError with a one-line message naming the offending option.
+    """
+    if opts.network_preset not in PRESETS:
+        raise ValueError(f'--network-preset: expected one of {", ".join(PRESETS)}, got {opts.network_preset!r}')
+    for name, choices in CHOICES.items():
+        value = getattr(opts, name)
+        if value is not None and value not in choices:
+            raise ValueError(f'{option_flag(name)}: expected one of {", ".join(choices)}, got {value!r}')
+    message = _range_error(opts)
+    if message:
+        raise ValueError(message)
+    if opts.resume_kimg > 0 and opts.resume is None:
+        raise ValueError(f'--resume-kimg={opts.resume_kimg:g} needs --resume (the previous stage\'s network snapshot)')
+    if opts.kimg <= opts.resume_kimg:
+        raise ValueError(f'--kimg={opts.kimg:g} must exceed --resume-kimg={opts.resume_kimg:g} (kimg is absolute)')
+    resolution = PRESETS[opts.network_preset].img_resolution
+    for name in ('neural_rendering_resolution_initial', 'neural_rendering_resolution_final'):
+        value = getattr(opts, name)
+        if value is not None and value > resolution:
+            raise ValueError(f'{option_flag(name)}={value} exceeds the image resolution {resolution} of '
+                             f'--network-preset={opts.network_preset}')
