@@ -8,6 +8,7 @@ import torch
 
 from configs.schema import RenderingConfig
 from torch_utils import persistence
+from training.networks.rendering_overrides import override_rendering
 
 SIGMA_SCALE = 100.0
 SURFACE_LEVEL = 10.0
@@ -64,7 +65,17 @@ class SphereGenerator(torch.nn.Module):
         CALLS.append(('get_pose_params', dict(c=c)))
         return 0.1 * torch.tanh(self.pose(torch.cat([z, c], dim=1)))
 
-    def sample_mixed(self, coordinates, directions, ws, **kwargs):
+    def set_rendering(self, **overrides):
+        """Replace fields of self.rendering (validated as PortraitGenerator.set_rendering does)."""
+        self.rendering = override_rendering(self.rendering, **overrides)
+        return self.rendering
+
+    def planes(self, ws, **kwargs):
+        """Stand-in for the tri-grid: [N, 3, 1, 1, 1] (unused by sample_mixed)."""
+        CALLS.append(('planes', dict(kwargs)))
+        return ws[:, :3, :1, None, None]
+
+    def sample_mixed(self, coordinates, directions, ws, planes=None, **kwargs):
         """Canonical points [N, P, 3] -> dict(sigma [N, P, 1], rgb [N, P, 3]) of the sphere."""
         sigma = SIGMA_SCALE * (self.radius - coordinates.norm(dim=-1, keepdim=True)) + SURFACE_LEVEL
         return dict(sigma=sigma + 0 * ws.sum(), rgb=torch.zeros_like(coordinates))

@@ -1,9 +1,9 @@
-"""Density grid sampling (training/geometry/density_grid.py): grid geometry, chunking, border clearing."""
+"""Density grid sampling (training/geometry/density_grid.py): grid geometry, chunking, border clearing, G density."""
 import numpy as np
 import pytest
 import torch
 
-from training.geometry.density_grid import Grid, clear_border, density_grid
+from training.geometry.density_grid import Grid, clear_border, density_grid, generator_density
 
 
 def _linear(points):
@@ -65,3 +65,31 @@ def test_clear_border():
     assert np.array_equal(clear_border(volume, 0, -5.0), volume)
     with pytest.raises(ValueError, match='border width'):
         clear_border(volume, 3, -5.0)
+
+
+class _CountingGenerator:
+    """planes / sample_mixed stand-in: sigma = -|p|; records its calls."""
+
+    def __init__(self):
+        self.calls = []
+
+    def planes(self, ws, **block_kwargs):
+        self.calls.append(('planes', block_kwargs))
+        return ws * 2
+
+    def sample_mixed(self, coords, directions, ws, planes=None):
+        self.calls.append(('sample_mixed', planes))
+        return dict(sigma=-coords.norm(dim=-1, keepdim=True))
+
+
+def test_generator_density_computes_the_planes_once():
+    G, ws = _CountingGenerator(), torch.ones(1, 3, 4)
+    grid = Grid(5, 1.0)
+    volume = density_grid(generator_density(G, ws, noise_mode='const'), grid, max_batch=7)
+    assert G.calls[0] == ('planes', dict(noise_mode='const'))
+    samples = [planes for name, planes in G.calls[1:]]
+    assert len(samples) == -(-125 // 7) and all(name == 'sample_mixed' for name, _ in G.calls[1:])
+    assert all(torch.equal(planes, ws * 2) for planes in samples)
+    axis = np.linspace(-0.5, 0.5, 5)
+    expected = -np.sqrt(axis[:, None, None] ** 2 + axis[None, :, None] ** 2 + axis[None, None, :] ** 2)
+    np.testing.assert_allclose(volume, expected, rtol=1e-6)

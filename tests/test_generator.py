@@ -4,14 +4,17 @@ import io
 import math
 import os
 
+import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 import dnnlib
 from configs.presets import get_preset
 from torch_utils import persistence
 from training import cameras
 from training.deformation import procedural_body, smpl_io
+from training.geometry.density_grid import Grid, density_grid, generator_density
 from training.rendering.planes import sample_trigrid
 
 SMALL_NRR = 16                               # most tests render 16^2 rays (the preset's 32^2 in the shape test)
@@ -138,6 +141,62 @@ def test_sample_returns_decoder_output_at_canonical_points(G):
     torch.testing.assert_close(out['features'], features)
     assert out['sigma'][0, 2, 0] == cfg.empty_density
     assert torch.equal(out['rgb'], out['features'])
+
+
+def test_sample_mixed_with_precomputed_planes_equals_the_backbone_path(G):
+    z, c = _inputs(G, batch=2)
+    coords = torch.rand(2, 50, 3) * 0.8 - 0.4
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        own = G.sample_mixed(coords, None, ws, noise_mode='const')
+        given = G.sample_mixed(coords, None, ws, planes=G.planes(ws, noise_mode='const'))
+        _assert_same(own, given)
+        with pytest.raises(ValueError, match=r'^planes: expected shape \[2, 3,'):
+            G.sample_mixed(coords, None, ws, planes=G.planes(ws)[:, :, :-1])
+
+
+def test_density_grid_computes_the_planes_once_and_matches_the_per_chunk_path(G):
+    z, c = _inputs(G, batch=1)
+    grid = Grid(7, 0.8)
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        old = density_grid(lambda p: G.sample_mixed(p, None, ws, noise_mode='const')['sigma'], grid, max_batch=100)
+        calls = []
+        handle = G.backbone.register_forward_hook(lambda *_: calls.append(1))
+        try:
+            new = density_grid(generator_density(G, ws, noise_mode='const'), grid, max_batch=100)
+        finally:
+            handle.remove()
+    assert len(calls) == 1 and grid.resolution ** 3 > 3 * 100
+    np.testing.assert_array_equal(new, old)
+
+
+def test_set_rendering_reaches_every_holder_and_the_render(G):
+    G = copy.deepcopy(G)
+    z, c = _inputs(G, batch=1)
+    coords = torch.rand(1, 40, 3) * 0.3 - 0.15                      # inside the crop at both scales below
+    with torch.no_grad():
+        ws = G.mapping(z, c)
+        planes = G.planes(ws, noise_mode='const')
+        wide = G.sample_mixed(coords * 2, None, ws, planes=planes)
+        new = G.set_rendering(ray_start=2.6, ray_end=2.8, depth_resolution=5, box_warp=0.5, ray_chunk=50,
+                              decoder_activation='lrelu')
+        assert G.rendering is new and G.renderer.cfg is new and G.decoder.cfg is new
+        assert G.decoder.activation == 'lrelu' and G.init_kwargs['rendering_kwargs']['ray_start'] == 2.6
+        narrow = G.sample_mixed(coords, None, ws, planes=planes)    # box 0.5: coords address what coords * 2 did
+        depth = G(z, c, neural_rendering_resolution=SMALL_NRR, **DETERMINISTIC)['image_depth']
+    torch.testing.assert_close(narrow['sigma'], wide['sigma'])
+    torch.testing.assert_close(narrow['features'], F.leaky_relu(wide['features'], 0.2) * math.sqrt(2))
+    assert depth.min() >= 2.6 and depth.max() <= 2.8
+
+
+def test_set_rendering_rejects_bad_overrides_and_keeps_the_config(G):
+    G = copy.deepcopy(G)
+    before = G.rendering
+    for bad in (dict(depth_resolution=0), dict(triplane_features=8), dict(ray_start=5.0), dict(bogus=1)):
+        with pytest.raises(ValueError, match=f'^{next(iter(bad))}:'):
+            G.set_rendering(**bad)
+    assert G.rendering is before and G.renderer.cfg is before
 
 
 def test_background_ws_only_move_the_background(G):

@@ -25,7 +25,7 @@ def test_fc_effective_weight_std(lr_multiplier):
     assert effective.std().item() == pytest.approx(lr_multiplier / np.sqrt(256) * init_std, rel=0.03)
 
 
-@pytest.mark.parametrize('activation', ['linear', 'lrelu'])
+@pytest.mark.parametrize('activation', ['linear', 'lrelu', 'softplus'])
 def test_fc_output_matches_formula(activation):
     torch.manual_seed(1)
     lr_mul = 0.01
@@ -37,6 +37,8 @@ def test_fc_output_matches_formula(activation):
     ref = x.double().numpy() @ w.T + fc.bias.detach().double().numpy() * lr_mul
     if activation == 'lrelu':
         ref = np.where(ref > 0, ref, 0.2 * ref) * np.sqrt(2)
+    if activation == 'softplus':
+        ref = np.logaddexp(ref, 0)
     np.testing.assert_allclose(fc(x).detach().numpy(), ref, rtol=1e-5, atol=1e-6)
 
 

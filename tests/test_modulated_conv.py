@@ -4,7 +4,7 @@ import torch
 import torch.nn.functional as F
 
 from torch_utils.ops import conv2d_resample, upfirdn2d
-from training.networks.modulated_conv import _prenormalize_fp16, modulated_conv2d
+from training.networks.modulated_conv import _prenormalize_fp16, demodulation_coefficients, modulated_conv2d
 
 
 def _inputs(batch=3, in_channels=5, out_channels=4, kernel=3, size=8, seed=0):
@@ -85,3 +85,23 @@ def test_bad_shapes_raise():
         modulated_conv2d(x, weight, styles[:, :4])
     with pytest.raises(ValueError, match='weight'):
         modulated_conv2d(x, weight[:, :4], styles)
+
+
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('demodulate', [True, False])
+def test_gain_and_offset_are_applied_after_demodulation(fused, demodulate):
+    """out = demod(conv) * gain + noise, for a per-channel offset as the synthesis layer passes it."""
+    x, weight, styles = _inputs(seed=6)
+    offset = torch.randn(1, 4, 8, 8, dtype=torch.float64)
+    out = modulated_conv2d(x, weight, styles, noise=offset, padding=1, demodulate=demodulate,
+                           fused_modconv=fused, gain=1.7)
+    ref = torch.cat([F.conv2d(x[n:n + 1], _per_sample_weight(weight, styles[n], demodulate), padding=1)
+                     for n in range(x.shape[0])])
+    torch.testing.assert_close(out, ref * 1.7 + offset)
+
+
+def test_demodulation_coefficients_match_the_per_sample_weight_norms():
+    _, weight, styles = _inputs(seed=7)
+    expected = torch.stack([1 / (weight * s[None, :, None, None]).square().sum(dim=[1, 2, 3]).add(1e-8).sqrt()
+                            for s in styles])
+    torch.testing.assert_close(demodulation_coefficients(weight, styles), expected)

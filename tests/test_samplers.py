@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from training.rendering.samplers import (draw_uniform, importance_depths, inverse_cdf, merge_sorted, smooth_weights,
-                                         stratified_depths)
+                                         stratified_depths, unmerge)
 
 START, END, N_SAMPLES = 2.25, 3.3, 48
 
@@ -78,6 +78,16 @@ def test_importance_samples_sorted_inside_range_and_concentrated():
 def test_merge_sorted_gathers_values_in_depth_order():
     a = torch.tensor([[[1.0, 3.0, 5.0]]])
     b = torch.tensor([[[2.0, 4.0]]])
-    depths, values = merge_sorted(a, b, (a[..., None] * 10, b[..., None] * 10))
+    depths, order, values = merge_sorted(a, b, (a[..., None] * 10, b[..., None] * 10))
     np.testing.assert_array_equal(depths[0, 0].numpy(), [1, 2, 3, 4, 5])
+    np.testing.assert_array_equal(order[0, 0].numpy(), [0, 3, 1, 4, 2])
     np.testing.assert_array_equal(values[0, 0, :, 0].numpy(), [10, 20, 30, 40, 50])
+
+
+def test_unmerge_inverts_merge_sorted():
+    g = torch.Generator().manual_seed(3)
+    a, b = torch.rand(2, 3, 5, generator=g), torch.rand(2, 3, 4, generator=g)
+    depths, order = merge_sorted(a, b)
+    back_a, back_b = unmerge(depths * 10, order, 5)
+    torch.testing.assert_close(back_a, a * 10)
+    torch.testing.assert_close(back_b, b * 10)

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from torch_utils.ops import upfirdn2d
+from torch_utils.ops import conv2d_resample, upfirdn2d
 from training.networks.synthesis import SynthesisBlock, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
 W_DIM = 32
@@ -148,3 +148,45 @@ def test_invalid_options_raise():
         SynthesisNetwork(W_DIM, 48, 3)
     with pytest.raises(ValueError, match='architecture'):
         SynthesisBlock(0, 8, W_DIM, 4, 3, is_last=True, architecture='bogus')
+
+
+def _layer_reference(layer, x, w, noise, gain):
+    """clamp(lrelu(demodulated per-sample conv + noise + bias) * sqrt(2) * gain), written out per sample."""
+    styles = layer.affine(w)
+    outs = []
+    for n in range(x.shape[0]):
+        weight = layer.weight * styles[n][None, :, None, None]
+        weight = weight / (weight.square().sum(dim=[1, 2, 3], keepdim=True) + 1e-8).sqrt()
+        outs.append(conv2d_resample.conv2d_resample(x[n:n + 1], weight, f=layer.resample_filter, up=layer.up,
+                                                    padding=1, flip_weight=(layer.up == 1)))
+    y = torch.cat(outs) + layer.bias[None, :, None, None] + (0 if noise is None else noise)
+    y = torch.where(y > 0, y, 0.2 * y) * np.sqrt(2) * gain
+    return y if layer.conv_clamp is None else y.clamp(-layer.conv_clamp * gain, layer.conv_clamp * gain)
+
+
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('up,clamp,gain', [(1, None, 1.0), (2, None, 1.0), (1, 0.3, 1.0), (2, 0.3, np.sqrt(0.5))])
+def test_layer_epilogue_folds_gain_noise_and_bias_exactly(fused, up, clamp, gain):
+    torch.manual_seed(5)
+    layer = SynthesisLayer(6, 5, W_DIM, resolution=8, up=up, conv_clamp=clamp).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.noise_strength.fill_(0.7)
+    x, w = torch.randn(3, 6, 8 // up, 8 // up, dtype=torch.float64), torch.randn(3, W_DIM, dtype=torch.float64)
+    for mode, noise in [('const', layer.noise_const * 0.7), ('none', None)]:
+        out = layer(x, w, noise_mode=mode, fused_modconv=fused, gain=gain)
+        torch.testing.assert_close(out, _layer_reference(layer, x, w, noise, gain))
+        if clamp is not None:
+            assert (out.abs() <= clamp * gain + 1e-12).all() and (out.abs() == clamp * gain).any()
+
+
+@pytest.mark.parametrize('fused', [True, False])
+@pytest.mark.parametrize('clamp', [None, 0.05])
+def test_torgb_adds_the_skip_image_without_touching_it(fused, clamp):
+    torch.manual_seed(6)
+    torgb = ToRGBLayer(8, 3, W_DIM, conv_clamp=clamp)
+    x, w, img = torch.randn(2, 8, 4, 4), torch.randn(2, W_DIM), torch.randn(2, 3, 4, 4)
+    before = img.clone()
+    out = torgb(x, w, fused_modconv=fused, skip=img)
+    torch.testing.assert_close(out, torgb(x, w, fused_modconv=fused) + before)
+    assert torch.equal(img, before)

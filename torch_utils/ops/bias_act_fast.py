@@ -3,10 +3,12 @@
 relu and lrelu are positively homogeneous, act(g * z) = g * act(z) for g > 0, so
     act(x + b) * g = act(g * x + g * b),
 and `torch.add(g * b, x, alpha=g)` does the bias and the gain in one pass. Clamping to [-c, c]
-after lrelu equals clamping z to [-c / alpha, c] before it, so the clamp runs in place on the
-fresh sum, and the activation runs in place last (autograd saves its output, which nothing
-modifies afterwards). Other activations, and gains <= 0, gain nothing from this and use the
-reference.
+after lrelu equals clamping z to [-c / alpha, c] before it (relu: [-c, c]). The activation runs
+in place last (autograd saves its output, which nothing modifies afterwards). The clamp is a
+`hardtanh` (out of place), whose backward is one pass over its saved input; an in-place clamp
+would make autograd save a copy of its input and take four passes in the backward (ge, le, and,
+where). The two differ only for inputs exactly on a clamp bound, where hardtanh passes no
+gradient. Other activations, and gains <= 0, gain nothing from this and use the reference.
 """
 from typing import Optional
 
@@ -21,6 +23,16 @@ def applies(act: str, alpha: float, gain: float) -> bool:
     return act in HOMOGENEOUS and gain > 0 and (act == 'relu' or alpha > 0)
 
 
+def activate_(z: torch.Tensor, act: str, alpha: float, clamp: float) -> torch.Tensor:
+    """clamp(act(z), -clamp, clamp) for relu/lrelu (see applies(); clamp < 0: none), overwriting z where it can.
+
+    z must be a fresh tensor that autograd has not saved (e.g. the output of an add); shape kept.
+    """
+    if clamp >= 0:
+        z = F.hardtanh(z, -clamp / alpha if act == 'lrelu' else -clamp, clamp)
+    return F.leaky_relu_(z, alpha) if act == 'lrelu' else z.relu_()
+
+
 def bias_act_fast(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str, alpha: float, gain: float,
                   clamp: float) -> torch.Tensor:
     """clamp(act(x + b) * gain, -clamp, clamp) for relu/lrelu with gain > 0 (see applies()); same shape as x.
@@ -31,6 +43,4 @@ def bias_act_fast(x: torch.Tensor, b: Optional[torch.Tensor], dim: int, act: str
         y = x * gain
     else:
         y = torch.add((b * gain).reshape([-1 if i == dim else 1 for i in range(x.ndim)]), x, alpha=gain)
-    if clamp >= 0:
-        y = y.clamp_(-clamp / alpha if act == 'lrelu' else None, clamp)
-    return F.leaky_relu_(y, alpha) if act == 'lrelu' else y.relu_()
+    return activate_(y, act, alpha, clamp)

@@ -49,6 +49,18 @@ class Grid:
 
 
 @torch.no_grad()
+def generator_density(G, ws: torch.Tensor, **block_kwargs) -> DensityFn:
+    """The raw canonical density of generator G for ws [1, num_ws, w_dim] as a DensityFn.
+
+    The tri-grid planes are computed once here (G.planes) and reused by every chunk of points,
+    instead of rerunning the backbone per chunk. block_kwargs go to the backbone (e.g.
+    noise_mode='const').
+    """
+    planes = G.planes(ws, **block_kwargs)
+    return lambda points: G.sample_mixed(points, None, ws, planes=planes)['sigma']
+
+
+@torch.no_grad()
 def density_grid(density_fn: DensityFn, grid: Grid, max_batch: int = 1 << 18, device=None,
                  on_chunk: Optional[Callable[[int], None]] = None) -> np.ndarray:
     """Query `density_fn` at every grid point, `max_batch` points per call -> float32 volume [N, N, N].

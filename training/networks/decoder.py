@@ -35,12 +35,21 @@ class TriGridDecoder(torch.nn.Module):
         if cfg.decoder_activation not in FEATURE_ACTIVATIONS:
             raise ValueError(f'decoder_activation: expected one of {", ".join(FEATURE_ACTIVATIONS)}, '
                              f'got {cfg.decoder_activation!r}')
-        self.activation = cfg.decoder_activation
-        self.sigmoid_margin = cfg.sigmoid_margin
+        self.cfg = cfg   # the activation settings are read from it (G.set_rendering may replace it)
         self.in_features = cfg.triplane_features
         self.fc0 = FullyConnectedLayer(cfg.triplane_features, cfg.decoder_hidden, activation='softplus',
                                        lr_multiplier=cfg.decoder_lr_mul)
         self.fc1 = FullyConnectedLayer(cfg.decoder_hidden, 1 + cfg.decoder_output, lr_multiplier=cfg.decoder_lr_mul)
+
+    @property
+    def activation(self) -> str:
+        """The feature activation (cfg.decoder_activation)."""
+        return self.cfg.decoder_activation
+
+    @property
+    def sigmoid_margin(self) -> float:
+        """Margin m of the 'sigmoid' feature activation (cfg.sigmoid_margin)."""
+        return self.cfg.sigmoid_margin
 
     def forward(self, x: torch.Tensor):
         """x [N, P, C] (mean of the three plane samples) -> (sigma [N, P, 1], features [N, P, C_out])."""
@@ -48,7 +57,7 @@ class TriGridDecoder(torch.nn.Module):
             raise ValueError(f'x: expected [N, P, {self.in_features}], got {list(x.shape)}')
         n, p, c = x.shape
         y = self.fc1(self.fc0(x.reshape(n * p, c))).reshape(n, p, -1)
-        sigma, features = y[..., :1], y[..., 1:]
+        sigma, features = y.split([1, y.shape[-1] - 1], dim=-1)   # its backward is one concatenation
         return sigma, feature_activation(features, self.activation, self.sigmoid_margin)
 
     def extra_repr(self) -> str:

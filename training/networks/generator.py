@@ -10,6 +10,7 @@ super-resolution produces the final image (§2.10).
 Conditioning (§2.2): the mapping sees concat(camera [25], body pose [6]) * c_scale. Rendering always
 uses the camera and pose given to `synthesis`; a caller may condition the mapping on others (§4.3).
 """
+import dataclasses
 from typing import Optional
 
 import torch
@@ -22,6 +23,7 @@ from training.networks.decoder import TriGridDecoder
 from training.networks.layers import check_shape
 from training.networks.mapping import MappingNetwork
 from training.networks.pose_branch import GPoseBranch
+from training.networks.rendering_overrides import override_rendering
 from training.networks.superresolution import build_superresolution
 from training.networks.symmetry import CAMERA_DIM, POSE_DIM
 from training.networks.synthesis import NOISE_MODES, SynthesisNetwork, ToRGBLayer
@@ -174,6 +176,24 @@ class PortraitGenerator(torch.nn.Module):
         fused = self.fused_modconv_default if fused_modconv is None else fused_modconv
         return (not self.training) if fused == FUSED_INFERENCE_ONLY else bool(fused)
 
+    def set_rendering(self, **overrides) -> RenderingConfig:
+        """Validate and apply RenderingConfig overrides; returns the new config (G.rendering).
+
+        E.g. G.set_rendering(depth_resolution=96, depth_resolution_importance=96, ray_chunk=4096).
+        Unknown fields, invalid values and changes of weight-fixing fields raise ValueError naming
+        the field (rendering_overrides.py). The config object is replaced in G and in every
+        submodule holding it (renderer, decoder), and in the constructor kwargs, so a snapshot
+        saved afterwards records it. The warp keeps the body faces of the box it was built with.
+        """
+        old = self.rendering
+        new = override_rendering(old, **overrides)
+        for module in self.modules():
+            for name, value in list(vars(module).items()):
+                if value is old:
+                    setattr(module, name, new)
+        self._given_init_kwargs = {**self._given_init_kwargs, 'rendering_kwargs': dataclasses.asdict(new)}
+        return new
+
     def get_pose_params(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         """P_G(z, c) (§4.1, explicit symmetry §2.6): z [N, z_dim], c [N, 25] or [N, 31] -> pose [N, 6]."""
         camera, _ = split_conditioning(c, None)
@@ -225,15 +245,21 @@ class PortraitGenerator(torch.nn.Module):
                     image_background=self.raw_rgb(background, ws, fused_modconv))
 
     def sample_mixed(self, coords: torch.Tensor, directions: Optional[torch.Tensor], ws: torch.Tensor,
-                     **block_kwargs) -> dict:
+                     planes: Optional[torch.Tensor] = None, **block_kwargs) -> dict:
         """Decoder outputs at CANONICAL points coords [N, P, 3] (no warp, crop applied):
         dict(sigma [N, P, 1] raw density, features [N, P, C], rgb = features, EG3D's key).
 
         directions are accepted for the EG3D API and unused (the decoder ignores view direction, §2.4).
-        block_kwargs: noise_mode, fused_modconv, update_emas.
+        planes: G.planes(ws) computed once by the caller (e.g. for many chunks of points), else the
+        backbone runs here. block_kwargs (backbone only): noise_mode, fused_modconv, update_emas.
         """
         check_shape('coords', coords, [ws.shape[0], None, 3])
-        out = self.renderer.sample_canonical(self.planes(ws, **block_kwargs), self.decoder, coords)
+        if planes is None:
+            planes = self.planes(ws, **block_kwargs)
+        cfg = self.rendering
+        check_shape('planes', planes, [ws.shape[0], N_PLANES, cfg.triplane_features * cfg.triplane_depth,
+                                       self.backbone.img_resolution, self.backbone.img_resolution])
+        out = self.renderer.sample_canonical(planes, self.decoder, coords)
         return dict(sigma=out['sigma'], features=out['features'], rgb=out['features'])
 
     def sample(self, coords: torch.Tensor, directions: Optional[torch.Tensor], z: torch.Tensor, c: torch.Tensor,

@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from torch_utils.ops import bias_act, conv2d_resample, upfirdn2d
+from torch_utils.ops import bias_act, bias_act_fast, conv2d_resample, upfirdn2d
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -61,16 +61,24 @@ class FullyConnectedLayer(torch.nn.Module):
         self.bias_gain = lr_multiplier
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: [N, in_features] -> [N, out_features]."""
+        """x: [N, in_features] -> [N, out_features].
+
+        With a bias, the product and the bias are one addmm; relu/lrelu then fold their gain into
+        it too (act(z) g = act(g z)) and run in place, other activations run on the addmm output.
+        """
         w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias
-        if b is not None:
-            b = b.to(x.dtype)
-            if self.bias_gain != 1:
-                b = b * self.bias_gain
-        if self.activation == 'linear' and b is not None:
-            return torch.addmm(b.unsqueeze(0), x, w.t())
-        return bias_act.bias_act(x.matmul(w.t()), b, act=self.activation)
+        if b is None:
+            return bias_act.bias_act(x.matmul(w.t()), None, act=self.activation)
+        b = b.to(x.dtype)
+        if self.bias_gain != 1:
+            b = b * self.bias_gain
+        spec = bias_act.activation_funcs[self.activation]
+        if bias_act_fast.applies(self.activation, spec.def_alpha, spec.def_gain):
+            y = torch.addmm(b.unsqueeze(0) * spec.def_gain, x, w.t(), alpha=spec.def_gain)
+            return bias_act_fast.activate_(y, self.activation, spec.def_alpha, -1)
+        y = torch.addmm(b.unsqueeze(0), x, w.t())
+        return y if self.activation == 'linear' else bias_act.bias_act(y, None, act=self.activation)
 
     def extra_repr(self) -> str:
         return f'in_features={self.in_features}, out_features={self.out_features}, activation={self.activation}'

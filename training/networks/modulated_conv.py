@@ -7,6 +7,10 @@ eq. 3  demodulate:  w''_ijk = w'_ijk / sqrt(sum_ik w'_ijk^2 + eps)
 Two equivalent forms: the fused form builds one weight per sample and runs a single grouped
 convolution; the non-fused form scales the activations instead (x * s, convolve with the shared
 weight, multiply the output by 1/sigma_j), which is cheaper to differentiate during training.
+
+Both forms also apply a scalar output `gain` and add a broadcastable `noise` term in the same
+pass as the demodulation (out = demod(conv) * gain + noise), so a synthesis layer can fold its
+activation gain, noise and bias into the convolution's epilogue (synthesis.py).
 """
 from typing import Optional
 
@@ -28,40 +32,57 @@ def _prenormalize_fp16(weight: torch.Tensor, styles: torch.Tensor):
 
 
 def demodulation_coefficients(weight: torch.Tensor, styles: torch.Tensor) -> torch.Tensor:
-    """1 / sigma_j per sample and output channel (eq. 2-3). weight [O, I, kh, kw], styles [N, I] -> [N, O]."""
-    w = weight.unsqueeze(0) * styles.reshape(styles.shape[0], 1, -1, 1, 1)
-    return (w.square().sum(dim=[2, 3, 4]) + DEMOD_EPS).rsqrt()
+    """1 / sigma_j per sample and output channel (eq. 2-3). weight [O, I, kh, kw], styles [N, I] -> [N, O].
 
-
-def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
-                     noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: int = 0,
-                     resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
-                     flip_weight: bool = True, fused_modconv: bool = True) -> torch.Tensor:
-    """x [N, I, H, W], weight [O, I, kh, kw], styles [N, I] -> [N, O, H * up / down, W * up / down].
-
-    `noise` (broadcastable to the output, e.g. [N, 1, H', W']) is added after demodulation.
-    `padding` is the convolution's own padding (kernel_size // 2 keeps the size).
+    sum_ik (s_i w_ijk)^2 = sum_i s_i^2 (sum_k w_ijk^2): one [N, I] x [I, O] product, no per-sample weights.
     """
+    squared = weight.square().sum(dim=[2, 3]).to(styles.dtype)
+    return (styles.square() @ squared.t() + DEMOD_EPS).rsqrt()
+
+
+def _check_inputs(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -> None:
+    """Raise ValueError naming weight or styles when their shapes do not fit x [N, I, H, W]."""
     batch, in_channels = x.shape[0], x.shape[1]
     if weight.ndim != 4 or weight.shape[1] != in_channels:
         raise ValueError(f'weight: expected shape [O, {in_channels}, kh, kw], got {list(weight.shape)}')
     if styles.shape != (batch, in_channels):
         raise ValueError(f'styles: expected shape [{batch}, {in_channels}], got {list(styles.shape)}')
+
+
+def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
+                     noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: int = 0,
+                     resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
+                     flip_weight: bool = True, fused_modconv: bool = True, gain: float = 1) -> torch.Tensor:
+    """x [N, I, H, W], weight [O, I, kh, kw], styles [N, I] -> [N, O, H * up / down, W * up / down].
+
+    Returns demod(conv(x, weight * styles)) * gain + noise. `noise` (broadcastable to the output,
+    e.g. [N, 1, H', W'], or a bias [1, O, 1, 1]) is added after demodulation and gain.
+    `padding` is the convolution's own padding (kernel_size // 2 keeps the size).
+    """
+    _check_inputs(x, weight, styles)
+    batch, in_channels = x.shape[0], x.shape[1]
     if x.dtype == torch.float16 and demodulate:
         weight, styles = _prenormalize_fp16(weight, styles)
     resample = dict(f=resample_filter, up=up, down=down, padding=padding, flip_weight=flip_weight)
+    scale = demodulation_coefficients(weight, styles) * gain if demodulate else None   # [N, O] or None
+    noise = noise.to(x.dtype) if noise is not None else None
     if not fused_modconv:
         x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
         x = conv2d_resample.conv2d_resample(x, weight.to(x.dtype), **resample)
-        if demodulate:
-            x = x * demodulation_coefficients(weight, styles).to(x.dtype).reshape(batch, -1, 1, 1)
-        return x + noise.to(x.dtype) if noise is not None else x
-    w = weight.unsqueeze(0) * styles.reshape(batch, 1, -1, 1, 1)
-    if demodulate:
-        w = w * (w.square().sum(dim=[2, 3, 4], keepdim=True) + DEMOD_EPS).rsqrt()
+        if scale is None:
+            x = x * gain if gain != 1 else x
+            return x + noise if noise is not None else x
+        scale = scale.to(x.dtype).reshape(batch, -1, 1, 1)
+        return torch.addcmul(noise, x, scale) if noise is not None else x * scale
+    coefficients = styles.reshape(batch, 1, -1, 1, 1)
+    if scale is not None:
+        coefficients = coefficients * scale.reshape(batch, -1, 1, 1, 1)
+    elif gain != 1:
+        coefficients = coefficients * gain
+    w = weight.unsqueeze(0) * coefficients
     out_channels = weight.shape[0]
     x = x.reshape(1, batch * in_channels, *x.shape[2:])
     w = w.reshape(batch * out_channels, in_channels, *weight.shape[2:])
     x = conv2d_resample.conv2d_resample(x, w.to(x.dtype), groups=batch, **resample)
     x = x.reshape(batch, out_channels, *x.shape[2:])
-    return x + noise.to(x.dtype) if noise is not None else x
+    return x + noise if noise is not None else x

@@ -9,9 +9,10 @@ from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from torch_utils import persistence
-from torch_utils.ops import bias_act, upfirdn2d
+from torch_utils.ops import bias_act, bias_act_fast, upfirdn2d
 from training.networks.layers import (DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer, check_shape,
                                       compute_dtype, setup_resample_filter)
 from training.networks.modulated_conv import modulated_conv2d
@@ -58,17 +59,33 @@ class SynthesisLayer(torch.nn.Module):
             return torch.randn(shape, device=x.device, dtype=torch.float32) * self.noise_strength
         return self.noise_const * self.noise_strength
 
+    def _offset(self, noise: Optional[torch.Tensor], gain: float) -> torch.Tensor:
+        """gain * (noise + bias), broadcastable to the output: [1 or N, O, R, R], or [1, O, 1, 1] without noise."""
+        bias = self.bias.reshape(1, -1, 1, 1)
+        offset = bias if noise is None else noise.reshape(-1, 1, self.resolution, self.resolution) + bias
+        return offset * gain
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = 'random', fused_modconv: bool = True,
                 gain: float = 1) -> torch.Tensor:
-        """x [N, in, R/up, R/up], w [N, w_dim] -> [N, out, R, R]."""
+        """x [N, in, R/up, R/up], w [N, w_dim] -> [N, out, R, R].
+
+        act(demod(conv) + noise + bias) * gain, clamped. For lrelu (positively homogeneous) the gain,
+        noise and bias are folded into the convolution's epilogue, act(z) * g = act(g z), and the clamp
+        to [-c, c] after lrelu equals a clamp to [-c / alpha, c] before it, so one pass adds the
+        offset and one or two passes apply the activation (see bias_act_fast.py).
+        """
         styles = self.affine(w)
         noise = self._noise(x, noise_mode)
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, up=self.up, padding=self.padding,
-                             resample_filter=self.resample_filter, flip_weight=(self.up == 1),
-                             fused_modconv=fused_modconv)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
-        return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=self.act_gain * gain,
-                                 clamp=clamp)
+        act_gain = self.act_gain * gain
+        conv = dict(up=self.up, padding=self.padding, resample_filter=self.resample_filter,
+                    flip_weight=(self.up == 1), fused_modconv=fused_modconv)
+        alpha = bias_act.activation_funcs[self.activation].def_alpha
+        if bias_act_fast.applies(self.activation, alpha, act_gain):
+            x = modulated_conv2d(x, self.weight, styles, noise=self._offset(noise, act_gain), gain=act_gain, **conv)
+            return bias_act_fast.activate_(x, self.activation, alpha, -1 if clamp is None else clamp)
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, **conv)
+        return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=clamp)
 
     def extra_repr(self) -> str:
         return (f'in_channels={self.in_channels}, out_channels={self.out_channels}, '
@@ -92,12 +109,36 @@ class ToRGBLayer(torch.nn.Module):
         self.padding = kernel_size // 2
         self.weight_gain = 1 / np.sqrt(in_channels * kernel_size ** 2)
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True) -> torch.Tensor:
-        """x [N, in, H, W], w [N, w_dim] -> [N, out, H, W]."""
-        styles = self.affine(w) * self.weight_gain
-        x = modulated_conv2d(x, self.weight, styles, padding=self.padding, demodulate=False,
-                             fused_modconv=fused_modconv)
-        return bias_act.bias_act(x, self.bias.to(x.dtype), clamp=self.conv_clamp)
+    def _conv(self, x: torch.Tensor, styles: torch.Tensor, fused_modconv: bool) -> torch.Tensor:
+        """conv(x, weight * styles) + bias: x [N, in, H, W], styles [N, in] -> [N, out, H, W] (a view if fused).
+
+        The bias is the convolution's own (added in its epilogue, no extra pass over the output).
+        """
+        check_shape('styles', styles, [x.shape[0], self.in_channels])
+        weight, bias, styles = self.weight.to(x.dtype), self.bias.to(x.dtype), styles.to(x.dtype)
+        if not fused_modconv:
+            return F.conv2d(x * styles[:, :, None, None], weight, bias, padding=self.padding)
+        batch = x.shape[0]
+        w = (weight.unsqueeze(0) * styles[:, None, :, None, None]).reshape(-1, *weight.shape[1:])
+        y = F.conv2d(x.reshape(1, -1, *x.shape[2:]), w, bias.repeat(batch), padding=self.padding, groups=batch)
+        return y.reshape(batch, self.out_channels, *y.shape[2:])
+
+    def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True,
+                skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x [N, in, H, W], w [N, w_dim] -> clamp(conv(x, weight * styles) + bias) [N, out, H, W].
+
+        With `skip` [N, out, H, W] (float32) returns skip + that, in float32 and contiguous: the
+        image sum of the skip architecture, added in place into the fresh output where autograd allows.
+        """
+        y = self._conv(x, self.affine(w) * self.weight_gain, fused_modconv)
+        fresh = not fused_modconv
+        if self.conv_clamp is not None:
+            y, fresh = F.hardtanh(y, -self.conv_clamp, self.conv_clamp), True   # saves its input, not y
+        if skip is None:
+            return y
+        converted = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+        fresh = fresh or converted is not y
+        return converted.add_(skip) if fresh else converted + skip
 
     def extra_repr(self) -> str:
         return f'in_channels={self.in_channels}, out_channels={self.out_channels}'
@@ -193,9 +234,11 @@ class SynthesisBlock(torch.nn.Module):
         if img is not None and self.up > 1:
             img = upfirdn2d.upsample2d(img, self.resample_filter, up=self.up)
         if self.is_last or self.architecture == 'skip':
-            y = self.torgb(x, next(w_iter), fused_modconv=fused)
-            y = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
-            img = y if img is None else img + y  # out of place: img may be a view autograd saved
+            if img is None:
+                y = self.torgb(x, next(w_iter), fused_modconv=fused)
+                img = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
+            else:   # adds into ToRGB's fresh output, never into img: img may be a view autograd saved
+                img = self.torgb(x, next(w_iter), fused_modconv=fused, skip=img)
         return x, img
 
     def extra_repr(self) -> str:

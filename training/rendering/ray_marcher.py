@@ -9,6 +9,11 @@ For sorted depths t_0..t_{S-1} with raw densities sigma_i and features f_i, inte
     depth = sum_i w_i mean(t_i, t_{i+1}) / opacity   (inf where opacity = 0), clamped per ray to [t_0, t_{S-1}].
 
 No background colour is added (the generator composites its own background, system.md §2.8).
+
+The feature sum is regrouped per sample, sum_i w_i mean(f_i, f_{i+1}) = sum_j v_j f_j with
+v_j = (w_{j-1} + w_j) / 2 (w_{-1} = w_{S-1} = 0; `sample_weights`), so no midpoint features are
+formed, and samples may be summed in any order: the renderer keeps its coarse and fine features
+apart and only sorts depths and densities (renderer.py).
 """
 from typing import NamedTuple
 
@@ -34,18 +39,32 @@ def midpoint_weights(depths: torch.Tensor, sigma: torch.Tensor, density_bias: fl
     return alpha * transmittance
 
 
-def composite(depths: torch.Tensor, sigma: torch.Tensor, features: torch.Tensor, density_bias: float,
-              eps: float) -> Composite:
-    """Composite sorted samples: depths [N, R, S], raw sigma [N, R, S], features [N, R, S, C] (formulas above)."""
-    weights = midpoint_weights(depths, sigma, density_bias, eps)
-    features_mid = (features[..., 1:, :] + features[..., :-1, :]) / 2
+def sample_weights(weights: torch.Tensor) -> torch.Tensor:
+    """Interval weights [N, R, S-1] -> per-sample weights [N, R, S]: v_j = (w_{j-1} + w_j) / 2 (module docstring)."""
+    padded = F.pad(weights, (1, 1))
+    return (padded[..., 1:] + padded[..., :-1]) / 2
+
+
+def depth_and_opacity(depths: torch.Tensor, weights: torch.Tensor):
+    """(depth [N, R, 1], opacity [N, R, 1]) from sorted depths [N, R, S] and interval weights [N, R, S-1]."""
     depths_mid = (depths[..., 1:] + depths[..., :-1]) / 2
     opacity = weights.sum(dim=-1, keepdim=True)
-    feature = torch.einsum('nrs,nrsc->nrc', weights, features_mid)
     depth_sum = (weights * depths_mid).sum(dim=-1, keepdim=True)
     seen = opacity > 0
     depth = torch.where(seen, depth_sum / torch.where(seen, opacity, torch.ones_like(opacity)),
                         torch.full_like(opacity, float('inf')))
     near, far = depths.min(dim=-1, keepdim=True).values, depths.max(dim=-1, keepdim=True).values
-    depth = torch.minimum(torch.maximum(depth, near), far)
-    return Composite(feature, depth, opacity, weights)
+    return torch.minimum(torch.maximum(depth, near), far), opacity
+
+
+def weighted_features(v: torch.Tensor, features: torch.Tensor) -> torch.Tensor:
+    """sum_j v_j f_j: per-sample weights v [N, R, S], features [N, R, S, C] -> [N, R, C]."""
+    return torch.einsum('nrs,nrsc->nrc', v, features)
+
+
+def composite(depths: torch.Tensor, sigma: torch.Tensor, features: torch.Tensor, density_bias: float,
+              eps: float) -> Composite:
+    """Composite sorted samples: depths [N, R, S], raw sigma [N, R, S], features [N, R, S, C] (formulas above)."""
+    weights = midpoint_weights(depths, sigma, density_bias, eps)
+    depth, opacity = depth_and_opacity(depths, weights)
+    return Composite(weighted_features(sample_weights(weights), features), depth, opacity, weights)

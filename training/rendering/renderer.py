@@ -3,7 +3,8 @@
 Per ray: stratified coarse depths -> world points -> warp to canonical space -> field (tri-grid
 lookup + decoder) -> density noise -> canonical crop; the coarse compositing weights give
 inverse-CDF fine depths, evaluated the same way; both sets are merged, sorted and composited
-(ray_marcher.py). Rays are processed in chunks of `RenderingConfig.ray_chunk`. All random draws
+(ray_marcher.py): only depths and densities are sorted, the features are summed per set with
+per-sample weights mapped back to each set's order. Rays are processed in chunks of `RenderingConfig.ray_chunk`. All random draws
 (jitter, importance quantiles, density noise) are made once per render for all rays, so a
 chunked render equals the unchunked one (up to float rounding: matrix products are blocked
 differently, and 'auto' may pick another tri-grid sampler for the smaller calls).
@@ -17,8 +18,9 @@ import torch
 
 from configs.schema import RenderingConfig
 from training.rendering.planes import TriGridSampler, crop_outside
-from training.rendering.ray_marcher import composite, midpoint_weights
-from training.rendering.samplers import draw_uniform, importance_depths, merge_sorted, stratified_depths
+from training.rendering.ray_marcher import (composite, depth_and_opacity, midpoint_weights, sample_weights,
+                                            weighted_features)
+from training.rendering.samplers import draw_uniform, importance_depths, merge_sorted, stratified_depths, unmerge
 
 # canonical points [N, P, 3] -> (raw sigma [N, P, 1], features [N, P, C])
 Field = Callable[[torch.Tensor], Tuple[torch.Tensor, torch.Tensor]]
@@ -83,15 +85,18 @@ def _render_chunk(field: Field, origins: torch.Tensor, directions: torch.Tensor,
     depths = stratified_depths(n, r, cfg.ray_start, cfg.ray_end, cfg.depth_resolution, draws.jitter,
                                origins.dtype, origins.device)
     sigma, features = _evaluate_depths(field, origins, directions, depths, cfg, warp, draws.noise_coarse)
-    if cfg.depth_resolution_importance > 0:
-        weights = midpoint_weights(depths, sigma.detach(), cfg.density_bias, cfg.transmittance_eps)
-        fine = importance_depths(depths, weights, cfg.depth_resolution_importance, cfg.pdf_floor, draws.quantiles)
-        sigma_fine, features_fine = _evaluate_depths(field, origins, directions, fine, cfg, warp, draws.noise_fine)
-        depths, sigma, features = merge_sorted(depths, fine, (sigma[..., None], sigma_fine[..., None]),
-                                               (features, features_fine))
-        sigma = sigma[..., 0]
-    result = composite(depths, sigma, features, cfg.density_bias, cfg.transmittance_eps)
-    return {'features': result.features, 'depth': result.depth, 'opacity': result.opacity}
+    if cfg.depth_resolution_importance == 0:
+        result = composite(depths, sigma, features, cfg.density_bias, cfg.transmittance_eps)
+        return {'features': result.features, 'depth': result.depth, 'opacity': result.opacity}
+    weights = midpoint_weights(depths, sigma.detach(), cfg.density_bias, cfg.transmittance_eps)
+    fine = importance_depths(depths, weights, cfg.depth_resolution_importance, cfg.pdf_floor, draws.quantiles)
+    sigma_fine, features_fine = _evaluate_depths(field, origins, directions, fine, cfg, warp, draws.noise_fine)
+    merged, order, sigma = merge_sorted(depths, fine, (sigma[..., None], sigma_fine[..., None]))
+    weights = midpoint_weights(merged, sigma[..., 0], cfg.density_bias, cfg.transmittance_eps)
+    v_coarse, v_fine = unmerge(sample_weights(weights), order, depths.shape[-1])   # features stay unsorted
+    depth, opacity = depth_and_opacity(merged, weights)
+    features = weighted_features(v_coarse, features) + weighted_features(v_fine, features_fine)
+    return {'features': features, 'depth': depth, 'opacity': opacity}
 
 
 def render_rays(field: Field, ray_origins: torch.Tensor, ray_directions: torch.Tensor, cfg: RenderingConfig,

@@ -79,7 +79,8 @@ def merge_sorted(depths_a: torch.Tensor, depths_b: torch.Tensor, *values):
     """Merge two sets of samples along the sample axis and sort them by depth.
 
     depths_* [N, R, S_*]; `values` are pairs (a [N, R, S_a, C], b [N, R, S_b, C]) gathered in the
-    same order. Returns (depths [N, R, S_a+S_b], merged values ...).
+    same order. Returns (depths [N, R, S_a+S_b], order, merged values ...), where `order`
+    [N, R, S_a+S_b] holds each sorted sample's index into concat(a, b) (see `unmerge`).
     """
     depths = torch.cat([depths_a, depths_b], dim=-1)
     depths, order = torch.sort(depths, dim=-1)
@@ -87,4 +88,10 @@ def merge_sorted(depths_a: torch.Tensor, depths_b: torch.Tensor, *values):
     for a, b in values:
         both = torch.cat([a, b], dim=-2)
         merged.append(both.gather(-2, order[..., None].expand(*order.shape, both.shape[-1])))
-    return (depths, *merged)
+    return (depths, order, *merged)
+
+
+def unmerge(values: torch.Tensor, order: torch.Tensor, size_a: int):
+    """Inverse of merge_sorted for per-sample values [N, R, S] in depth order -> (a [N, R, S_a], b [N, R, S - S_a])."""
+    unsorted = torch.zeros_like(values).scatter(-1, order, values)
+    return unsorted[..., :size_a], unsorted[..., size_a:]
