@@ -17,117 +17,37 @@ and the --body-pose, and the views are rendered from cameras at --yaws and --pit
 (training/cameras.py: yaw 90 = front, camera on +z; 0 = camera on -x, the subject's right;
 -90 = back; pitch 90 = level). The default field of view is the training focal's, so renders
 match the training framing (the original's --fov-deg was an int, 12, a 3% zoom).
-Meshes: density from G.sample_mixed on a --shape-res^3 grid over a cube centred at the canonical
-origin, of side min(box_warp, 2 * crop) (the crop bounds |x| and |z|); the outer --shape-border
-voxels are set to the empty density so the surface is closed; marching cubes at --shape-level
-on raw sigma; vertices in canonical world units (metres). `.mrc` stores the density grid.
+Meshes: density from G.sample_mixed (tri-grid computed once per seed, constant noise) on a
+--shape-res^3 grid over a cube centred at the canonical origin, of side min(box_warp, 2 * crop)
+(the crop bounds |x| and |z|); the outer --shape-border voxels are set to the empty density so
+the surface is closed; marching cubes at --shape-level on raw sigma; vertices in canonical world
+units (metres). `.mrc` stores the density grid.
 Progress bars are shown on a terminal only.
 """
-import dataclasses
 import math
 import os
-import re
 
 import click
 import numpy as np
-import PIL.Image
 import torch
 from tqdm import tqdm
 
-import dnnlib
-import legacy
+from cli_utils import BodyPose, FloatList, SeedList, load_generator, make_outdir, save_png, side_by_side
 from configs.schema import CameraConfig
-from torch_utils.checkpoint import atomic_write
 from torch_utils.device import resolve_device
 from training.cameras import average_camera, camera_vector, focal_to_fov_deg, fov_deg_to_focal
 from training.geometry import mesh_export
-from training.geometry.density_grid import Grid, clear_border, density_grid
+from training.geometry.density_grid import Grid, clear_border, density_grid, generator_density
 from training.networks.symmetry import POSE_DIM
 
-MAX_SEED = 2**32 - 1                     # numpy RandomState seeds
 SAMPLE_COUNT_KEYS = ('depth_resolution', 'depth_resolution_importance')
-GENERATOR_API = ('z_dim', 'rendering', 'mapping', 'synthesis', 'get_pose_params', 'sample_mixed')
-
-
-class SeedList(click.ParamType):
-    """Comma-separated seeds and inclusive ranges: '0-3,7' -> [0, 1, 2, 3, 7]."""
-    name = 'seeds'
-
-    def convert(self, value, param, ctx):
-        """Parse `value`; fails (one line) on anything but non-negative integers and a-b ranges."""
-        if isinstance(value, list):
-            return value
-        seeds = []
-        for part in str(value).split(','):
-            match = re.fullmatch(r'\s*(\d+)\s*(?:-\s*(\d+)\s*)?', part)
-            first, last = (int(match.group(1)), int(match.group(2) or match.group(1))) if match else (0, -1)
-            if not 0 <= first <= last <= MAX_SEED:
-                self.fail(f"{value!r}: expected seeds in [0, {MAX_SEED}] and ranges like '0-3,7'", param, ctx)
-            seeds += range(first, last + 1)
-        return seeds
-
-
-class FloatList(click.ParamType):
-    """Comma-separated floats: '90,0,-90'."""
-    name = 'floats'
-
-    def convert(self, value, param, ctx):
-        """Parse `value` into a list of floats; fails (one line) otherwise."""
-        if isinstance(value, list):
-            return value
-        try:
-            return [float(part) for part in str(value).split(',')]
-        except ValueError:
-            self.fail(f"{value!r}: expected comma-separated numbers like '90,0,-90'", param, ctx)
-
-
-class BodyPose(click.ParamType):
-    """'zero', 'branch' (G's pose branch), or 6 comma-separated floats (neck and head axis-angle, radians)."""
-    name = 'pose'
-
-    def convert(self, value, param, ctx):
-        """Return 'zero', 'branch' or a tuple of 6 floats; fails (one line) otherwise."""
-        if isinstance(value, tuple) or value in ('zero', 'branch'):
-            return value
-        try:
-            pose = tuple(float(part) for part in str(value).split(','))
-        except ValueError:
-            pose = ()
-        if len(pose) != POSE_DIM:
-            self.fail(f"{value!r}: expected 'zero', 'branch' or {POSE_DIM} comma-separated floats "
-                      '(neck and head axis-angle in radians)', param, ctx)
-        return pose
-
-
-def load_generator(network_pkl, device):
-    """G_ema of the snapshot at path/URL `network_pkl` on `device`; ClickException (one line) on failure."""
-    try:
-        with dnnlib.util.open_url(network_pkl) as f:
-            data = legacy.load_network_pkl(f, device=device)
-    except (OSError, ValueError) as err:   # SnapshotFormatError is a ValueError
-        raise click.ClickException(f'--network: {err}') from None
-    G = data.get('G_ema')
-    missing = [name for name in GENERATOR_API if not hasattr(G, name)]
-    if missing:
-        raise click.ClickException(f'--network: {network_pkl}: G_ema is not a portrait generator '
-                                   f'(it lacks {", ".join(missing)})')
-    return G
 
 
 def multiply_ray_samples(G, multiplier):
-    """Scale the per-ray sample counts of G.rendering (coarse and importance; 0 stays 0) by `multiplier`.
-
-    The frozen RenderingConfig is shared by G and submodules (e.g. the renderer); every attribute
-    holding it is pointed at the scaled copy.
-    """
-    old = G.rendering
-    counts = {key: getattr(old, key) for key in SAMPLE_COUNT_KEYS}
-    new = dataclasses.replace(old, **{key: max(1, round(count * multiplier)) if count else 0
-                                      for key, count in counts.items()})
-    for module in G.modules():
-        for name, value in list(vars(module).items()):
-            if value is old:
-                setattr(module, name, new)
+    """Scale the per-ray sample counts of G.rendering (coarse and importance; 0 stays 0) by `multiplier`."""
+    counts = {key: getattr(G.rendering, key) for key in SAMPLE_COUNT_KEYS}
+    G.set_rendering(**{key: max(2 if key == 'depth_resolution' else 1, round(count * multiplier)) if count else 0
+                       for key, count in counts.items()})
 
 
 def body_poses(G, z, c_cond, c_views, body_pose):
@@ -137,19 +57,6 @@ def body_poses(G, z, c_cond, c_views, body_pose):
     values = [0.0] * POSE_DIM if body_pose == 'zero' else body_pose
     pose = torch.tensor([values], dtype=torch.float32, device=z.device)
     return pose, pose.expand(c_views.shape[0], -1)
-
-
-def side_by_side(images, low, high):
-    """[V, C, H, W] with values in [low, high] -> uint8 [H, V*W, C] (or [H, V*W] for C = 1)."""
-    scaled = ((images - low) / (high - low) * 255).round().clamp(0, 255).to(torch.uint8)
-    array = torch.cat(list(scaled), dim=2).permute(1, 2, 0).cpu().numpy()
-    return array[..., 0] if array.shape[2] == 1 else array
-
-
-def save_png(path, array):
-    """Atomically write a uint8 [H, W] or [H, W, 3] array as a PNG."""
-    with atomic_write(path) as f:
-        PIL.Image.fromarray(array).save(f, format='PNG')
 
 
 @torch.no_grad()
@@ -182,8 +89,8 @@ def write_shape(G, ws, seed, outdir, opts, progress):
     rendering = G.rendering
     grid = Grid(opts['shape_res'], min(rendering.box_warp, 2 * rendering.crop))
     progress.reset(total=grid.resolution ** 3)
-    volume = density_grid(lambda p: G.sample_mixed(p, torch.zeros_like(p), ws)['sigma'], grid,
-                          max_batch=opts['max_batch'], device=ws.device, on_chunk=progress.update)
+    volume = density_grid(generator_density(G, ws, noise_mode='const'), grid, max_batch=opts['max_batch'],
+                          device=ws.device, on_chunk=progress.update)
     volume = clear_border(volume, opts['shape_border'], rendering.empty_density)
     path = os.path.join(outdir, f'seed{seed:04d}{opts["shape_format"]}')
     try:
@@ -202,14 +109,6 @@ def check_shape_dependencies(shape_format):
             mesh_export.import_optional(module, f'--shape-format {shape_format}', hint)
         except ImportError as err:
             raise click.ClickException(str(err)) from None
-
-
-def make_outdir(outdir):
-    """Create --outdir (and parents); ClickException (one line) if that fails."""
-    try:
-        os.makedirs(outdir, exist_ok=True)
-    except OSError as err:
-        raise click.ClickException(f'--outdir: cannot create {outdir}: {err.strerror or err}') from None
 
 
 DEFAULT_FOV_DEG = focal_to_fov_deg(CameraConfig().focal)
