@@ -56,6 +56,7 @@ class NetworkPreset:
     d_num_fp16_res: int = 4
     d_pose_hidden_features: Tuple[int, ...] = (2048, 512, 128, 32)
     disc_c_noise: float = 0.0
+    d_fold_logits: bool = False                         # one D backbone pass (dual_discriminator.DualDiscriminator)
 
     def rendering_kwargs(self) -> dict:
         """All RenderingConfig fields as plain data, with this preset's sampling and decoder choices."""
@@ -87,18 +88,18 @@ class NetworkPreset:
             class_name=D_CLASS_NAME, img_resolution=self.img_resolution, channel_base=self.d_channel_base,
             channel_max=self.d_channel_max, num_fp16_res=self.d_num_fp16_res,
             conv_clamp=FP16_CONV_CLAMP if self.d_num_fp16_res > 0 else None, disc_c_noise=self.disc_c_noise,
-            pose_hidden_features=list(self.d_pose_hidden_features),
+            pose_hidden_features=list(self.d_pose_hidden_features), fold_logits=self.d_fold_logits,
             epilogue_kwargs=dict(mbstd_group_size=min(MAX_MBSTD_GROUP, self.batch_size)))
 
 
 PRESETS = {
     'paper': NetworkPreset(),
-    'tiny-cpu': NetworkPreset(
-        img_resolution=64, neural_rendering_resolution=32, neural_rendering_resolution_final=32, batch_size=4,
-        z_dim=64, w_dim=64, backbone_resolution=64, channel_base=2048, channel_max=64, triplane_depth=1,
-        depth_resolution=12, depth_resolution_importance=12, sr_channels=(32, 16), sr_num_fp16_res=0,
-        pose_hidden_features=(64, 32), d_channel_base=2048, d_channel_max=64, d_num_fp16_res=0,
-        d_pose_hidden_features=(128, 32)),
+    'tiny-cpu': NetworkPreset(     # sized for >= 1 kimg/min of training on 2 CPU cores (docs/performance.md)
+        img_resolution=64, neural_rendering_resolution=16, neural_rendering_resolution_final=16, batch_size=4,
+        z_dim=64, w_dim=64, backbone_resolution=64, channel_base=1024, channel_max=32, triplane_depth=1,
+        depth_resolution=8, depth_resolution_importance=8, sr_channels=(32, 16), sr_num_fp16_res=0,
+        pose_hidden_features=(64, 32), d_channel_base=1024, d_channel_max=32, d_num_fp16_res=0,
+        d_pose_hidden_features=(128, 32), d_fold_logits=True),
     'bench': NetworkPreset(
         img_resolution=128, neural_rendering_resolution=32, neural_rendering_resolution_final=32, batch_size=4,
         channel_base=4096, channel_max=128, triplane_depth=1, depth_resolution=24, depth_resolution_importance=24,

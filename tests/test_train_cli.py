@@ -66,7 +66,7 @@ def test_dry_run_prints_the_resolved_config_and_writes_nothing(data, tmp_path):
 @pytest.mark.parametrize('original, dashed', [
     (['--gamma_seg=3'], ['--gamma-seg=3']),
     (['--triplane_depth', '2'], ['--triplane-depth', '2']),
-    (['--neural_rendering_resolution_initial=16'], ['--neural-rendering-resolution-initial=16']),
+    (['--neural_rendering_resolution_initial=8'], ['--neural-rendering-resolution-initial=8']),
     (['--use_torgb_raw=0', '--train_g_pose_branch=False'], ['--use-torgb-raw=0', '--train-g-pose-branch=False']),
     (['--metric_pose_sample_mode', 'D_predict', '--reg_type=monotonic-fixed'],
      ['--metric-pose-sample-mode', 'D_predict', '--reg-type=monotonic-fixed']),
