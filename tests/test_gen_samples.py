@@ -13,6 +13,7 @@ from click.testing import CliRunner
 import fake_generator
 import gen_samples
 import legacy
+from configs.presets import get_preset
 from configs.schema import CameraConfig
 from torch_utils import checkpoint
 from training.cameras import average_camera, fov_deg_to_focal
@@ -182,6 +183,9 @@ def test_seed_parsing():
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+TINY_NRR = get_preset('tiny-cpu').neural_rendering_resolution
+
+
 @pytest.fixture(scope='module')
 def random_network(tmp_path_factory):
     """A random tiny-cpu snapshot written by scripts/make_random_network.py, run as users run it."""
@@ -196,7 +200,7 @@ def test_random_network_snapshot_has_the_training_layout(random_network):
     data = legacy.load_network_pkl(random_network)
     assert {'G', 'D', 'G_ema', 'D_ema', 'training_set_kwargs', 'pose_predict_kwargs'} <= set(data)
     assert type(data['G']).__name__ == 'PortraitGenerator' and type(data['D']).__name__ == 'DualDiscriminator'
-    assert data['pose_predict_kwargs']['neural_rendering_resolution'] == 32
+    assert data['pose_predict_kwargs']['neural_rendering_resolution'] == TINY_NRR
     for name, tensor in data['G'].state_dict().items():
         assert torch.equal(data['G_ema'].state_dict()[name], tensor), name
 
@@ -222,7 +226,7 @@ def test_end_to_end_with_the_real_tiny_generator(random_network, tmp_path):
     assert code == 0, output
     assert sorted(os.listdir(outdir)) == ['seed0002.obj', 'seed0002.png', 'seed0002_depth.png', 'seed0002_mask.png']
     assert np.asarray(PIL.Image.open(outdir / 'seed0002.png')).shape == (64, 2 * 64, 3)
-    assert np.asarray(PIL.Image.open(outdir / 'seed0002_depth.png')).shape == (32, 2 * 32)
+    assert np.asarray(PIL.Image.open(outdir / 'seed0002_depth.png')).shape == (TINY_NRR, 2 * TINY_NRR)
     mesh = trimesh.load(str(outdir / 'seed0002.obj'), force='mesh', process=False)
     assert len(mesh.faces) > 0 and np.abs(mesh.vertices).max() <= 0.4 + 1e-6       # inside the crop cube
 
