@@ -310,3 +310,20 @@ def test_bad_options_are_rejected_at_construction(nets, changes, flag):
 def test_bad_phase_is_rejected(nets, data):
     with pytest.raises(ValueError, match='phase'):
         _run(_loss(*nets), 'Gall', data)
+
+
+@pytest.mark.parametrize('phase', ['Gboth', 'Dmain', 'Dreg'])
+def test_bf16_autocast_phases_give_finite_gradients_close_to_float32(nets, data, phase):
+    """--bf16: every phase runs under CPU bfloat16 autocast; gradients are float32, finite and near the fp32 ones."""
+    G, D = nets
+    module = G if phase.startswith('G') else D
+    reference = _loss(G, D)
+    _run(reference, phase, data)
+    fp32 = {n: g.clone() for n, g in _grads(module).items() if g is not None}
+    _run(_loss(G, D, bf16=True), phase, data)
+    bf16 = {n: g for n, g in _grads(module).items() if g is not None}
+    assert bf16.keys() == fp32.keys() and fp32
+    flat32 = torch.cat([fp32[n].flatten() for n in fp32])
+    flat16 = torch.cat([bf16[n].flatten() for n in fp32])
+    assert flat16.dtype == torch.float32 and torch.isfinite(flat16).all()
+    assert torch.nn.functional.cosine_similarity(flat16, flat32, dim=0) > 0.9

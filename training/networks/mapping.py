@@ -68,7 +68,7 @@ class MappingNetwork(torch.nn.Module):
     def update_w_avg(self, w: torch.Tensor) -> None:
         """w_avg <- lerp(batch mean of w, w_avg, beta), i.e. move toward the mean by (1 - beta)."""
         with torch.no_grad():
-            self.w_avg.copy_(w.detach().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
+            self.w_avg.copy_(w.detach().float().mean(dim=0).lerp(self.w_avg, self.w_avg_beta))
 
     def truncate(self, ws: torch.Tensor, truncation_psi: float, truncation_cutoff: Optional[int]) -> torch.Tensor:
         """w_avg + psi * (w - w_avg) on the first `truncation_cutoff` ws (all when None); out of place."""

@@ -29,10 +29,16 @@ DEFAULT_CHANNELS = {2: (128, 64), 4: (256, 128)}            # output / native in
 
 
 def resize_antialiased(x: torch.Tensor, resolution: int) -> torch.Tensor:
-    """Bilinear, antialiased resize of [N, C, H, W] to [N, C, resolution, resolution] (no-op when equal)."""
+    """Bilinear, antialiased resize of [N, C, H, W] to [N, C, resolution, resolution] (no-op when equal).
+
+    Computed in float32 for half-precision inputs (the antialiased CPU kernel has no bfloat16 version)
+    and returned in the input's dtype.
+    """
     if x.shape[-2:] == (resolution, resolution):
         return x
-    return F.interpolate(x, size=(resolution, resolution), mode='bilinear', align_corners=False, antialias=True)
+    y = F.interpolate(x if x.dtype == torch.float64 else x.float(), size=(resolution, resolution), mode='bilinear',
+                      align_corners=False, antialias=True)
+    return y.to(x.dtype)
 
 
 def _check_square(name: str, x: torch.Tensor) -> None:
