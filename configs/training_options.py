@@ -132,6 +132,7 @@ def derive(opts: TrainingOptions, world_size: int) -> DerivedOptions:
 
 
 REG_TYPES = ('l1', 'monotonic-detach', 'monotonic-fixed')           # density regulariser variants (§1.1)
+REJECTED_REG_TYPES = ('l1-alt', 'total-variation')   # accepted by the original, never implemented (§12 item 11)
 DECODER_ACTIVATIONS = ('none', 'sigmoid', 'lrelu')                   # None: the network preset's choice
 SR_NOISE_MODES = ('random', 'none')
 METRIC_POSE_SAMPLE_MODES = ('G_predict', 'D_predict')               # §4.4
@@ -154,8 +155,17 @@ def option_flag(field_name: str) -> str:
     return '--' + field_name.replace('_', '-')
 
 
-def _range_error(opts: TrainingOptions) -> Optional[str]:
-    """The first out-of-range numeric field as a one-line message, or None (None values are allowed)."""
+def check_reg_type(reg_type: str) -> None:
+    """ValueError naming --reg-type unless it is one of REG_TYPES (the original's unimplemented ones say so)."""
+    if reg_type in REJECTED_REG_TYPES:
+        raise ValueError(f'--reg-type={reg_type}: the original accepted it but never implemented it '
+                         f'(system.md §12 item 11); use one of {", ".join(REG_TYPES)}')
+    if reg_type not in REG_TYPES:
+        raise ValueError(f'--reg-type={reg_type}: expected one of {", ".join(REG_TYPES)}')
+
+
+def check_ranges(opts: TrainingOptions) -> None:
+    """ValueError naming the first out-of-range numeric field (None values are allowed)."""
     rules = [(_PROBABILITIES, lambda v: 0 <= v <= 1, 'a probability in [0, 1]'),
              (_POSITIVE, lambda v: v > 0, 'a number > 0'),
              (_AT_LEAST_ONE, lambda v: v >= 1, 'an integer >= 1'),
@@ -165,8 +175,7 @@ def _range_error(opts: TrainingOptions) -> Optional[str]:
         for name in names:
             value = getattr(opts, name)
             if value is not None and not ok(value):
-                return f'{option_flag(name)}: expected {expected}, got {value}'
-    return None
+                raise ValueError(f'{option_flag(name)}={value}: expected {expected}')
 
 
 def validate(opts: TrainingOptions) -> None:
@@ -180,9 +189,7 @@ def validate(opts: TrainingOptions) -> None:
         value = getattr(opts, name)
         if value is not None and value not in choices:
             raise ValueError(f'{option_flag(name)}: expected one of {", ".join(choices)}, got {value!r}')
-    message = _range_error(opts)
-    if message:
-        raise ValueError(message)
+    check_ranges(opts)
     if opts.resume_kimg > 0 and opts.resume is None:
         raise ValueError(f'--resume-kimg={opts.resume_kimg:g} needs --resume (the previous stage\'s network snapshot)')
     if opts.kimg <= opts.resume_kimg:

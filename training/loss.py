@@ -19,11 +19,11 @@ from typing import Dict, List, Optional
 import torch
 import torch.nn.functional as F
 
-from configs.training_options import DerivedOptions, TrainingOptions
+from configs.training_options import DerivedOptions, TrainingOptions, check_ranges, check_reg_type
 from torch_utils import training_stats
 from training.networks.superresolution import resize_antialiased
 from training.phases import PHASE_NAMES, d_trainable, g_trainable
-from training.regularizers import check_reg_type, density_regularizer, pose_error_deg, pose_loss, r1_penalty
+from training.regularizers import density_regularizer, pose_error_deg, pose_loss, r1_penalty
 from training.schedules import ScheduleValues, schedule_at
 
 D_INPUTS = ('image', 'image_raw', 'image_mask')
@@ -75,21 +75,10 @@ def _report_pose_errors(prefix: str, pose: torch.Tensor, target: torch.Tensor) -
         training_stats.report(f'Loss/pose/{prefix}_{joint}', err)
 
 
-def _flag(field: str) -> str:
-    """train.py's flag of a TrainingOptions field: 'gamma_seg' -> '--gamma-seg'."""
-    return '--' + field.replace('_', '-')
-
-
 def _check_options(opts: TrainingOptions) -> None:
-    """ValueError naming the option for probabilities outside [0, 1], negative weights, or a bad reg_type."""
+    """ValueError naming the option for a bad reg_type or an out-of-range value (probabilities, weights, ...)."""
     check_reg_type(opts.reg_type)
-    for flag in ('gpc_reg_prob', 'style_mixing_prob', 'bcg_reg_prob'):
-        if not 0 <= getattr(opts, flag) <= 1:
-            raise ValueError(f'{_flag(flag)}={getattr(opts, flag)}: expected a probability in [0, 1]')
-    for flag in ('gamma', 'gamma_seg', 'pose_loss_weight', 'input_pose_params_reg_loss_weight', 'density_reg',
-                 'density_reg_p_dist'):
-        if getattr(opts, flag) < 0:
-            raise ValueError(f'{_flag(flag)}={getattr(opts, flag)}: expected >= 0')
+    check_ranges(opts)
 
 
 class PortraitLoss:

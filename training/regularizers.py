@@ -9,24 +9,14 @@ from typing import Callable, Dict, Sequence
 
 import torch
 
+from configs.training_options import check_reg_type
 from training.networks.symmetry import POSE_DIM
 
-REG_TYPES = ('l1', 'monotonic-detach', 'monotonic-fixed')
-REJECTED_REG_TYPES = ('l1-alt', 'total-variation')   # accepted by the original, never implemented (§12 item 11)
 DENSITY_REG_POINTS = 1000         # uniform points in [-1, 1]^3 (twice the tri-grid box, as the original)
 MONOTONIC_POINTS = 2000           # front points of the monotonic term (EG3D)
 MONOTONIC_WEIGHT = 10.0           # weight of the monotonic term (EG3D; not scaled by density_reg)
 MONOTONIC_STEP = 1.0 / 256        # "behind" offset along -z and the TV perturbation std, x box_warp (EG3D)
 JOINTS = ('neck', 'head')         # the two axis-angles of a pose [N, 6] (§2.2)
-
-
-def check_reg_type(reg_type: str) -> None:
-    """ValueError naming --reg_type unless it is one of REG_TYPES."""
-    if reg_type in REJECTED_REG_TYPES:
-        raise ValueError(f'--reg-type={reg_type}: the original accepted it but never implemented it '
-                         f'(system.md §12 item 11); use one of {", ".join(REG_TYPES)}')
-    if reg_type not in REG_TYPES:
-        raise ValueError(f'--reg-type={reg_type}: expected one of {", ".join(REG_TYPES)}')
 
 
 def r1_penalty(logits: torch.Tensor, inputs: Sequence[torch.Tensor], weights: Sequence[float]) -> torch.Tensor:
