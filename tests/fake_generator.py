@@ -5,9 +5,10 @@ so the iso-surface at SURFACE_LEVEL is exactly the sphere of `radius`. Images de
 input (ws, camera, pose, apply_def) so that round trips and wiring can be checked.
 """
 import torch
+from click.testing import CliRunner
 
 from configs.schema import RenderingConfig
-from torch_utils import persistence
+from torch_utils import checkpoint, persistence
 from training.networks.rendering_overrides import override_rendering
 
 SIGMA_SCALE = 100.0
@@ -88,3 +89,18 @@ class SphereGenerator(torch.nn.Module):
         """mapping then synthesis, with the same pose for both."""
         ws = self.mapping(z, c, pose_params, truncation_psi, truncation_cutoff)
         return self.synthesis(ws, c, pose_params=pose_params, apply_def=apply_def, **kwargs)
+
+
+def save_sphere_snapshot(path) -> str:
+    """Write a network snapshot of a seeded SphereGenerator as G and G_ema to `path`; returns the path as str."""
+    torch.manual_seed(0)
+    G = SphereGenerator()
+    checkpoint.save_network_snapshot(path, {'G': G, 'G_ema': G}, {'training_set_kwargs': {}})
+    return str(path)
+
+
+def run_cli(main, *args):
+    """Invoke the click command `main` in-process with CALLS cleared first; returns (exit code, output)."""
+    CALLS.clear()
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result.exit_code, result.output

@@ -9,8 +9,8 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
-from portrait_data import sample_writer
 from portrait_data.portrait import PortraitDataset
+from synthetic_testing import synthetic_zips
 
 POSE_SCALE = 4.0      # pose values / POSE_SCALE stay inside the [-1, 1] image range
 FAKE_MARK = 0.123456  # pixel value no real image has (reals are k / 127.5 - 1 for integer k)
@@ -18,8 +18,7 @@ FAKE_MARK = 0.123456  # pixel value no real image has (reals are k / 127.5 - 1 f
 
 def synthetic_dataset(folder, count=8, resolution=32, seed=0) -> dict:
     """Write the built-in synthetic set into `folder`; returns PortraitDataset kwargs (path, mask_path)."""
-    dest, seg_dest = sample_writer.synthetic_destinations(str(folder))
-    sample_writer.write_synthetic(count, resolution, seed, 'uniform', dest, seg_dest, progress=False)
+    dest, seg_dest = synthetic_zips(folder, count, resolution, seed)
     return dict(path=dest, mask_path=seg_dest)
 
 

@@ -8,7 +8,6 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from click.testing import CliRunner
 
 import fake_generator
 import gen_samples
@@ -27,18 +26,12 @@ pytest.importorskip('skimage')
 @pytest.fixture(scope='module')
 def network(tmp_path_factory):
     """A snapshot of SphereGenerator (sphere radius 0.25) as G and G_ema."""
-    torch.manual_seed(0)
-    G = fake_generator.SphereGenerator()
-    path = tmp_path_factory.mktemp('net') / 'network-snapshot-000000.pkl'
-    checkpoint.save_network_snapshot(path, {'G': G, 'G_ema': G}, {'training_set_kwargs': {}})
-    return str(path)
+    return fake_generator.save_sphere_snapshot(tmp_path_factory.mktemp('net') / 'network-snapshot-000000.pkl')
 
 
 def _run(*args):
     """Invoke the CLI in-process; returns (exit code, output) with fake_generator.CALLS cleared first."""
-    fake_generator.CALLS.clear()
-    result = CliRunner().invoke(gen_samples.main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.output
+    return fake_generator.run_cli(gen_samples.main, *args)
 
 
 def _calls(name):

@@ -13,7 +13,6 @@ from click.testing import CliRunner
 import fake_generator
 import gen_videos
 from configs.schema import CameraConfig
-from torch_utils import checkpoint
 from training.cameras import average_camera
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -23,18 +22,12 @@ R, r = 16, 8        # SphereGenerator's image and neural rendering resolutions
 @pytest.fixture(scope='module')
 def network(tmp_path_factory):
     """A snapshot of SphereGenerator as G and G_ema."""
-    torch.manual_seed(0)
-    G = fake_generator.SphereGenerator()
-    path = tmp_path_factory.mktemp('net') / 'network-snapshot-000000.pkl'
-    checkpoint.save_network_snapshot(path, {'G': G, 'G_ema': G}, {'training_set_kwargs': {}})
-    return str(path)
+    return fake_generator.save_sphere_snapshot(tmp_path_factory.mktemp('net') / 'network-snapshot-000000.pkl')
 
 
 def _run(*args):
     """Invoke the CLI in-process; returns (exit code, output) with fake_generator.CALLS cleared first."""
-    fake_generator.CALLS.clear()
-    result = CliRunner().invoke(gen_videos.main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.output
+    return fake_generator.run_cli(gen_videos.main, *args)
 
 
 def _frames(folder):

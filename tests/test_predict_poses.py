@@ -9,13 +9,12 @@ import numpy as np
 import PIL.Image
 import pytest
 import torch
-from click.testing import CliRunner
 
 import fake_generator
 import legacy
 import predict_poses
-from portrait_data import sample_writer
 from portrait_data.synthetic import generate
+from synthetic_testing import synthetic_zips
 from torch_utils import checkpoint
 from training.cameras import average_camera, mirror_camera
 
@@ -60,8 +59,7 @@ def photos(tmp_path_factory):
 
 def _run(*args):
     """Invoke the CLI in-process; returns (exit code, output)."""
-    result = CliRunner().invoke(predict_poses.main, [str(a) for a in args], catch_exceptions=False)
-    return result.exit_code, result.output
+    return fake_generator.run_cli(predict_poses.main, *args)
 
 
 @pytest.fixture(scope='module')
@@ -138,8 +136,7 @@ def test_stored_pose_predict_kwargs_and_D_ema_are_used(network, photos, tmp_path
 
 
 def test_dataset_zip_with_31_float_labels(network, tmp_path):
-    images, masks = tmp_path / 'images.zip', tmp_path / 'masks.zip'
-    sample_writer.write_synthetic(2, RES, 1, 'uniform', str(images), str(masks), progress=False)
+    images, masks = synthetic_zips(tmp_path, 2, RES, seed=1)
     code, output = _run('--network', network, '--data', images, '--masks', masks, '--outdir', tmp_path / 'out')
     assert code == 0, output
     poses = json.loads((tmp_path / 'out' / 'poses.json').read_text())

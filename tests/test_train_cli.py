@@ -10,7 +10,7 @@ from click.testing import CliRunner
 import train
 from configs.training_options import TrainingOptions
 from configs.training_presets import get_training_preset
-from portrait_data import sample_writer
+from synthetic_testing import synthetic_zips
 from training import training_state
 
 LAUNCH_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'SLURM_PROCID', 'SLURM_STEP_ID', 'SLURM_NTASKS')
@@ -19,10 +19,7 @@ LAUNCH_VARIABLES = ('RANK', 'WORLD_SIZE', 'LOCAL_RANK', 'SLURM_PROCID', 'SLURM_S
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     """A 4-image synthetic set at 64x64 (the tiny-cpu resolution): (images.zip, masks.zip)."""
-    folder = tmp_path_factory.mktemp('data')
-    images, masks = str(folder / 'images.zip'), str(folder / 'masks.zip')
-    sample_writer.write_synthetic(4, 64, 0, 'uniform', images, masks, progress=False)
-    return images, masks
+    return synthetic_zips(tmp_path_factory.mktemp('data'), 4, 64)
 
 
 @pytest.fixture(autouse=True)

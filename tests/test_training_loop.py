@@ -16,7 +16,7 @@ import torch
 import legacy
 from configs.training_options import TrainingOptions
 from multiprocess_testing import run_processes
-from portrait_data import sample_writer
+from synthetic_testing import synthetic_zips
 from torch_utils import training_stats
 from torch_utils.distributed import DistContext
 from training import snapshots
@@ -34,10 +34,7 @@ PER_PROCESS_BUFFERS = ('mapping.w_avg',)
 @pytest.fixture(scope='module')
 def data(tmp_path_factory):
     """(images.zip, masks.zip) of 8 synthetic 64x64 portraits."""
-    root = tmp_path_factory.mktemp('data')
-    images, masks = str(root / 'images.zip'), str(root / 'masks.zip')
-    sample_writer.write_synthetic(8, 64, 0, 'uniform', images, masks, progress=False)
-    return images, masks
+    return synthetic_zips(tmp_path_factory.mktemp('data'), 8, 64)
 
 
 def _opts(data, outdir, steps, **overrides):
