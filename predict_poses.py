@@ -41,6 +41,7 @@ from portrait_data import images as img_io
 from portrait_data.archive import Archive
 from portrait_data.errors import DatasetError
 from portrait_data.labels import CAMERA_DIM, LABEL_DIM, LABELS_FILE, POSE_DIM, parse_labels_json, validate_labels
+from portrait_data.portrait import load_labels_json
 from torch_utils.checkpoint import atomic_write
 from training.cameras import average_camera
 from training.loss import real_inputs
@@ -71,12 +72,7 @@ def _camera_entry(entry, where):
 def read_cameras(archive, names):
     """{path: camera float32 [25]} from dataset.json at the archive root, validated as training labels are."""
     where = archive.describe(LABELS_FILE)
-    if LABELS_FILE not in archive:
-        raise DatasetError(f'{where}: missing (the cameras are read from dataset.json at the root of --data)')
-    try:
-        obj = json.loads(archive.read(LABELS_FILE).decode('utf-8'))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DatasetError(f'{where}: not valid JSON: {exc}') from None
+    obj = load_labels_json(archive, 'the cameras are read from dataset.json at the root of --data')
     if isinstance(obj, dict) and isinstance(obj.get('labels'), list):
         obj = {'labels': [_camera_entry(entry, where) for entry in obj['labels']]}
     labels = validate_labels(parse_labels_json(obj, where), names, where)

@@ -28,15 +28,21 @@ class ItemDetails:
     name: str
 
 
+def load_labels_json(archive: Archive, missing_hint: str):
+    """The parsed `dataset.json` at the archive root; DatasetError naming it (with `missing_hint` if absent)."""
+    where = archive.describe(LABELS_FILE)
+    if LABELS_FILE not in archive:
+        raise DatasetError(f'{where}: missing ({missing_hint})')
+    try:
+        return json.loads(archive.read(LABELS_FILE).decode('utf-8'))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise DatasetError(f'{where}: not valid JSON: {exc}') from exc
+
+
 def read_labels(archive: Archive, names: List[str]) -> Dict[str, np.ndarray]:
     """Validated labels {path: float32 [31]} from `dataset.json` at the archive root."""
     where = archive.describe(LABELS_FILE)
-    if LABELS_FILE not in archive:
-        raise DatasetError(f'{where}: missing (the labels file must sit at the root of the zip or folder)')
-    try:
-        obj = json.loads(archive.read(LABELS_FILE).decode('utf-8'))
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise DatasetError(f'{where}: not valid JSON: {exc}') from exc
+    obj = load_labels_json(archive, 'the labels file must sit at the root of the zip or folder')
     return validate_labels(parse_labels_json(obj, where), names, where)
 
 
