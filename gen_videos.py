@@ -30,17 +30,15 @@ import itertools
 import math
 import os
 import re
-import shutil
-import tempfile
 
 import click
 import numpy as np
-import PIL.Image
 import torch
 from tqdm import tqdm
 
 from cli_utils import AliasedOption, BodyPose, SeedList, load_generator, make_outdir, parse_device, to_uint8
 from gen_samples import multiply_ray_samples
+from portrait_data.writer import DatasetWriter
 from torch_utils.checkpoint import atomic_path
 from training.cameras import average_camera, camera_vector
 
@@ -158,22 +156,10 @@ def write_mp4(path, frames, fps):
 
 def write_png_folder(path, frames, count):
     """Write the `count` frames of iterator `frames` as frameNNNN.png into a temporary sibling, then move it to `path`."""
-    path = os.path.abspath(path)
-    tmp_dir = tempfile.mkdtemp(prefix=f'.{os.path.basename(path)}.', suffix='.tmp', dir=os.path.dirname(path))
     digits = max(4, len(str(count - 1)))
-    try:
+    with DatasetWriter(path, force=True) as writer:
         for k, frame in enumerate(frames):
-            PIL.Image.fromarray(frame).save(os.path.join(tmp_dir, f'frame{k:0{digits}d}.png'))
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_dir, 0o777 & ~umask)
-        old = tmp_dir + '.old'
-        if os.path.isdir(path):
-            os.rename(path, old)
-        os.rename(tmp_dir, path)
-        shutil.rmtree(old, ignore_errors=True)
-    finally:
-        shutil.rmtree(tmp_dir, ignore_errors=True)
+            writer.write_image(f'frame{k:0{digits}d}.png', frame)
 
 
 def video_paths(groups, motion, fmt, outdir, output):
