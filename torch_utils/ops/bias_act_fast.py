@@ -4,11 +4,12 @@ relu and lrelu are positively homogeneous, act(g * z) = g * act(z) for g > 0, so
     act(x + b) * g = act(g * x + g * b),
 and `torch.add(g * b, x, alpha=g)` does the bias and the gain in one pass. Clamping to [-c, c]
 after lrelu equals clamping z to [-c / alpha, c] before it (relu: [-c, c]). The activation runs
-in place last (autograd saves its output, which nothing modifies afterwards). The clamp is a
-`hardtanh` (out of place), whose backward is one pass over its saved input; an in-place clamp
-would make autograd save a copy of its input and take four passes in the backward (ge, le, and,
-where). The two differ only for inputs exactly on a clamp bound, where hardtanh passes no
-gradient. Other activations, and gains <= 0, gain nothing from this and use the reference.
+in place last (autograd saves its output, which nothing modifies afterwards). Under autograd the
+clamp is a `hardtanh` (out of place), whose backward is one pass over its saved input; an
+in-place clamp would make autograd save a copy of its input and take four passes in the backward
+(ge, le, and, where). The two differ only for inputs exactly on a clamp bound, where hardtanh
+passes no gradient. Without autograd the clamp runs in place. Other activations, and gains <= 0,
+gain nothing from this and use the reference.
 """
 from typing import Optional
 
@@ -29,7 +30,8 @@ def activate_(z: torch.Tensor, act: str, alpha: float, clamp: float) -> torch.Te
     z must be a fresh tensor that autograd has not saved (e.g. the output of an add); shape kept.
     """
     if clamp >= 0:
-        z = F.hardtanh(z, -clamp / alpha if act == 'lrelu' else -clamp, clamp)
+        low = -clamp / alpha if act == 'lrelu' else -clamp
+        z = F.hardtanh(z, low, clamp) if z.requires_grad else z.clamp_(low, clamp)
     return F.leaky_relu_(z, alpha) if act == 'lrelu' else z.relu_()
 
 

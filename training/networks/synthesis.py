@@ -61,9 +61,10 @@ class SynthesisLayer(torch.nn.Module):
 
     def _offset(self, noise: Optional[torch.Tensor], gain: float) -> torch.Tensor:
         """gain * (noise + bias), broadcastable to the output: [1 or N, O, R, R], or [1, O, 1, 1] without noise."""
-        bias = self.bias.reshape(1, -1, 1, 1)
-        offset = bias if noise is None else noise.reshape(-1, 1, self.resolution, self.resolution) + bias
-        return offset * gain
+        bias = self.bias.reshape(1, -1, 1, 1) * gain
+        if noise is None:
+            return bias
+        return torch.add(bias, noise.reshape(-1, 1, self.resolution, self.resolution), alpha=gain)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = 'random', fused_modconv: bool = True,
                 gain: float = 1) -> torch.Tensor:
