@@ -25,7 +25,7 @@ import click
 
 import cli_utils
 from configs.presets import PRESETS
-from configs.training_options import TrainingOptions, CHOICES, derive, option_flag, validate
+from configs.training_options import CHOICES, TrainingOptions, derive, option_flag, validate, with_network_defaults
 from configs.training_presets import TRAINING_PRESETS, get_training_preset
 from torch_utils import launch
 from training import preflight
@@ -42,6 +42,7 @@ HELP = {                     # click help of each TrainingOptions field (docs/tr
     'image_snap': 'Ticks between image grids',
     'keep': 'Training states kept (older ones are deleted)',
     'metrics': "Comma-separated metrics at each snapshot, or 'none'",
+    'metrics_num_gen': "Generated images per snapshot metric [default: the metric's own count]",
     'resume': "'auto' (newest training state under --outdir), a training-state .pt or a network .pkl",
     'resume_kimg': 'Counter start (kimg) when resuming from a network .pkl',
     'device': "'auto', 'cpu', 'cuda' or 'mps' (several processes: cuda:LOCAL_RANK each)",
@@ -186,12 +187,13 @@ def training_options_cli(function):
 
 
 def resolve_options(values: dict) -> TrainingOptions:
-    """The preset with the fields the user actually passed replaced; ValueError (one line) if invalid."""
+    """The preset with the fields the user actually passed replaced and unset network fields taken from the
+    network preset; ValueError (one line) if invalid."""
     ctx = click.get_current_context()
     base = get_training_preset(values['preset'])
     overrides = {name: value for name, value in values.items()
                  if ctx.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE}
-    opts = dataclasses.replace(base, **overrides)
+    opts = with_network_defaults(dataclasses.replace(base, **overrides))
     validate(opts)
     return opts
 

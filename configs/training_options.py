@@ -12,7 +12,7 @@ density-noise, Lpreg and GPC fades long finished, as in the original, but for a 
 rather than because the fades were switched off on resume (§12 item 14). Fades that should start
 later than kimg 0 (the stage-3 NRR fade) say where they start (`nrr_fade_start_kimg`).
 """
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Optional, Tuple
 
 from configs.presets import PRESETS
@@ -33,6 +33,7 @@ class TrainingOptions:
     image_snap: int = 50                   # ticks between image grids
     keep: int = 3                          # training states kept (older ones deleted); network snapshots are all kept
     metrics: Tuple[str, ...] = ()          # metric names evaluated at every network snapshot
+    metrics_num_gen: Optional[int] = None  # generated images per snapshot metric (None: each metric's own count)
     resume: Optional[str] = None           # None | 'auto' (newest training state in outdir) | a training-state .pt or network .pkl
     resume_kimg: float = 0                 # counter start when resuming from a network snapshot (not from a training state)
     device: str = 'auto'                   # 'auto' | 'cpu' | 'cuda' | 'cuda:N' | 'mps'
@@ -54,15 +55,15 @@ class TrainingOptions:
     mbstd_group: int = 4
     triplane_depth: Optional[int] = None
     decoder_activation: Optional[str] = None
-    use_torgb_raw: bool = True
-    use_background: bool = True
-    thickness: float = 0.25
-    c_scale: float = 1.0
-    sr_noise_mode: str = 'none'
-    g_num_fp16_res: int = 0
-    sr_num_fp16_res: int = 4
-    d_num_fp16_res: int = 4
-    disc_c_noise: float = 0.0
+    use_torgb_raw: Optional[bool] = None
+    use_background: Optional[bool] = None
+    thickness: Optional[float] = None
+    c_scale: Optional[float] = None
+    sr_noise_mode: Optional[str] = None
+    g_num_fp16_res: Optional[int] = None
+    sr_num_fp16_res: Optional[int] = None
+    d_num_fp16_res: Optional[int] = None
+    disc_c_noise: Optional[float] = None
     freezed: int = 0                       # freeze the first N D blocks
     # --- optimisation ---
     glr: float = 0.0025
@@ -90,7 +91,7 @@ class TrainingOptions:
     blur_init_sigma: float = 10.0          # D-input blur sigma at kimg 0 (pixels)
     blur_fade_kimg: float = 200            # blur fades to 0 over this many kimg (at batch 32; scaled by batch / 32)
     density_noise_fade_kimg: float = 200   # raw-density noise sigma fades 1 -> 0 over this many kimg (0 = off)
-    neural_rendering_resolution_initial: int = 64
+    neural_rendering_resolution_initial: Optional[int] = None   # None: the network preset's NRR
     neural_rendering_resolution_final: Optional[int] = None   # None: no NRR fade
     neural_rendering_resolution_fade_kimg: float = 1000
     nrr_fade_start_kimg: float = 0         # the NRR fade runs over [start, start + fade_kimg]
@@ -99,6 +100,25 @@ class TrainingOptions:
     bf16: bool = False                     # bf16 autocast for G and D forward passes
     tf32: bool = False                     # TF32 matmuls/convolutions on CUDA
     compile: bool = False                  # torch.compile G and D
+
+
+# TrainingOptions fields that default to the network preset's value (None in the options), with the
+# NetworkPreset attribute they come from. cbase, cmax, map_depth, triplane_depth and decoder_activation
+# are None-means-preset too, but are applied as overrides of the built kwargs (training/run_setup.py).
+NETWORK_DEFAULTS = {
+    'use_torgb_raw': 'use_torgb_raw', 'use_background': 'use_background', 'thickness': 'thickness',
+    'c_scale': 'c_scale', 'sr_noise_mode': 'sr_noise_mode', 'g_num_fp16_res': 'g_num_fp16_res',
+    'sr_num_fp16_res': 'sr_num_fp16_res', 'd_num_fp16_res': 'd_num_fp16_res', 'disc_c_noise': 'disc_c_noise',
+    'neural_rendering_resolution_initial': 'neural_rendering_resolution'}
+
+
+def with_network_defaults(opts: TrainingOptions) -> TrainingOptions:
+    """opts with every unset (None) NETWORK_DEFAULTS field taken from its network preset (idempotent)."""
+    if opts.network_preset not in PRESETS:
+        raise ValueError(f'--network-preset: expected one of {", ".join(PRESETS)}, got {opts.network_preset!r}')
+    network = PRESETS[opts.network_preset]
+    return replace(opts, **{field: getattr(network, attribute) for field, attribute in NETWORK_DEFAULTS.items()
+                            if getattr(opts, field) is None})
 
 
 @dataclass(frozen=True)
@@ -170,7 +190,8 @@ def check_ranges(opts: TrainingOptions) -> None:
              (_POSITIVE, lambda v: v > 0, 'a number > 0'),
              (_AT_LEAST_ONE, lambda v: v >= 1, 'an integer >= 1'),
              (_NON_NEGATIVE, lambda v: v >= 0, 'a number >= 0'),
-             (('back_repeat',), lambda v: 0 <= v < 1, 'a share in [0, 1)')]
+             (('back_repeat',), lambda v: 0 <= v < 1, 'a share in [0, 1)'),
+             (('metrics_num_gen',), lambda v: v >= 2, 'an integer >= 2')]
     for names, ok, expected in rules:
         for name in names:
             value = getattr(opts, name)

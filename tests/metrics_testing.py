@@ -9,6 +9,7 @@ import numpy as np
 import torch
 from scipy.spatial.transform import Rotation
 
+from metrics.standin_detector import POOL, StandInDetector
 from portrait_data.portrait import PortraitDataset
 from synthetic_testing import synthetic_zips
 
@@ -83,3 +84,11 @@ class StandInD:
 
     def calls_of(self, kind):
         return [call for call in self.calls if call['kind'] == kind]
+
+
+def standin_features_numpy(images: np.ndarray, seed: int = 0) -> np.ndarray:
+    """metrics/standin_detector.py's features computed with NumPy (float64): images uint8 [N, 3, H, W], H, W % 8 == 0."""
+    projection = StandInDetector(seed).projection.double().numpy()
+    n, c, h, w = images.shape
+    pooled = images.astype(np.float64).reshape(n, c, POOL, h // POOL, POOL, w // POOL).mean(axis=(3, 5)) / 255
+    return np.tanh(pooled.reshape(n, -1) @ projection)

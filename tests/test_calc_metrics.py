@@ -13,7 +13,7 @@ import dnnlib
 from configs import presets
 from metrics.detector import DETECTOR_ENV_VAR
 from metrics_testing import synthetic_dataset
-from standin_detector import save_standin_detector
+from metrics.standin_detector import save_standin_detector
 from torch_utils import checkpoint
 from training.networks.mapping import MappingNetwork
 

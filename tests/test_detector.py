@@ -11,7 +11,8 @@ import torch
 import dnnlib
 from metrics import detector as detector_lib
 from metrics.detector import DEFAULT_DETECTOR_URL, DETECTOR_ENV_VAR, DetectorError, detector_source, load_detector
-from standin_detector import FEATURE_DIM, save_standin_detector, standin_features_numpy
+from metrics.standin_detector import FEATURE_DIM, save_standin_detector
+from metrics_testing import standin_features_numpy
 
 
 @pytest.fixture(autouse=True)

@@ -10,9 +10,9 @@ from metrics import fid, kid, metric_main
 from metrics.detector import DETECTOR_ENV_VAR
 from metrics.generation import GenerationOptions, generate_batch, to_uint8
 from metrics.real_data import MetricInputError
-from metrics_testing import RecordingG, StandInD, synthetic_dataset
+from metrics.standin_detector import save_standin_detector
+from metrics_testing import RecordingG, StandInD, standin_features_numpy, synthetic_dataset
 from portrait_data.portrait import PortraitDataset
-from standin_detector import save_standin_detector, standin_features_numpy
 from torch_utils.distributed import DistContext
 
 CTX = DistContext.single('cpu')

@@ -8,7 +8,7 @@ import torch
 from click.testing import CliRunner
 
 import train
-from configs.training_options import TrainingOptions
+from configs.training_options import TrainingOptions, with_network_defaults
 from configs.training_presets import get_training_preset
 from synthetic_testing import synthetic_zips
 from training import training_state
@@ -50,7 +50,7 @@ def dry_run(data, outdir, *extra):
 def test_dry_run_prints_the_resolved_config_and_writes_nothing(data, tmp_path):
     outdir = tmp_path / 'runs'
     report = dry_run(data, outdir)
-    preset = dataclasses.asdict(get_training_preset('tiny-cpu'))
+    preset = dataclasses.asdict(with_network_defaults(get_training_preset('tiny-cpu')))   # resolved
     expected = dict(preset, outdir=str(outdir), data=data[0], seg_data=data[1], metrics=list(preset['metrics']))
     assert report['options'] == expected
     assert report['derived'] == dict(world_size=1, batch_gpu=4, accumulation=1, ema_kimg=1.25, blur_fade_kimg=2.0)
@@ -95,6 +95,7 @@ def test_value_syntax_of_booleans_optionals_and_lists(data, tmp_path):
     assert (options['bf16'], options['compile'], options['tf32']) == (True, True, False)
     assert options['batch_gpu'] is None and options['ema_kimg'] == 2.5 and options['metrics'] == []
     assert dry_run(data, tmp_path, '--metrics', 'fid2k,kid2k')['options']['metrics'] == ['fid2k', 'kid2k']
+    assert dry_run(data, tmp_path, '--metrics-num-gen', 500)['options']['metrics_num_gen'] == 500
 
 
 def _garbage(path, content=b'not what you think'):
@@ -138,6 +139,7 @@ BAD_INPUTS = [   # (extra args or a function of (data, tmp_path) -> args, words 
     (lambda d, t: ['--resume', _state(t / 'done' / 'training-state-000004.pt'), '--kimg', 4],
      ['--kimg=4', 'training-state-000004.pt', 'already at kimg 4']),
     (lambda d, t: ['--metrics', 'fid1m'], ['--metrics', 'fid1m', 'fid50k_full']),
+    (lambda d, t: ['--metrics-num-gen', 1], ['--metrics-num-gen=1', '>= 2']),
     (lambda d, t: ['--device', 'tpu'], ['--device', 'tpu']),
     (lambda d, t: ['--gpc-reg-prob', 1.5], ['--gpc-reg-prob', '1.5']),
     (lambda d, t: ['--desc', 'a/b'], ['--desc', 'a/b']),

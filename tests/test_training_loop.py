@@ -204,7 +204,8 @@ def test_metrics_hook_evaluates_every_metric_and_reports_on_rank_0(tmp_path, mon
 
     monkeypatch.setattr(metric_main, 'calc_metric', calc_metric)
     monkeypatch.setattr(metric_main, 'report_metric', lambda *args: reported.append(args))
-    opts = TrainingOptions(metrics=('fid50k_full', 'pose_err_real'), metric_pose_sample_mode='D_predict')
+    opts = TrainingOptions(metrics=('fid50k_full', 'pose_err_real'), metric_pose_sample_mode='D_predict',
+                           metrics_num_gen=300)
     run = SimpleNamespace(opts=opts, nets=dict(G_ema='G_ema', D_ema='D_ema'), dataset_kwargs=dict(path='data.zip'),
                           ctx=DistContext.single('cpu'), run_dir=str(tmp_path), counters=loop.Counters(cur_nimg=4000))
     sched = ScheduleValues(blur_sigma=1.5, swap_prob=0.7, density_noise=0.0, nrr=32, pose_reg_weight=0.0)
@@ -213,7 +214,7 @@ def test_metrics_hook_evaluates_every_metric_and_reports_on_rank_0(tmp_path, mon
     assert [c['metric'] for c in calls] == ['fid50k_full', 'pose_err_real']
     for call in calls:
         assert call['G'] == 'G_ema' and call['D'] == 'D_ema' and call['dataset_kwargs'] == dict(path='data.zip')
-        assert call['pose_sample_mode'] == 'D_predict' and call['identical_c_p'] is True
+        assert call['pose_sample_mode'] == 'D_predict' and call['identical_c_p'] is True and call['num_gen'] == 300
         assert call['pose_predict_kwargs'] == dict(blur_sigma=1.5, neural_rendering_resolution=32)
     assert [(r['metric'], d, p) for r, d, p in reported] == [
         ('fid50k_full', str(tmp_path), 'network-snapshot-000004.pkl'),

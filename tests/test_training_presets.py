@@ -4,7 +4,7 @@ import dataclasses
 import pytest
 
 from configs.presets import PRESETS
-from configs.training_options import TrainingOptions, derive, validate
+from configs.training_options import TrainingOptions, derive, validate, with_network_defaults
 from configs.training_presets import TRAINING_PRESETS, get_training_preset
 
 STAGES = ('portrait-stage1', 'portrait-stage2', 'portrait-stage3')
@@ -71,7 +71,10 @@ def test_tiny_cpu_preset():
     validate(opts)
     network = PRESETS[opts.network_preset]
     assert opts.network_preset == 'tiny-cpu' and opts.batch == 4 and opts.metrics == ()
-    assert opts.neural_rendering_resolution_initial == network.neural_rendering_resolution
+    assert opts.neural_rendering_resolution_initial is None                 # one home: the network preset's
+    resolved = with_network_defaults(opts)
+    assert resolved.neural_rendering_resolution_initial == network.neural_rendering_resolution == 16
+    assert (resolved.sr_num_fp16_res, resolved.d_num_fp16_res) == (network.sr_num_fp16_res, network.d_num_fp16_res)
     assert opts.tick <= 1 and opts.snap * opts.tick <= 2 and opts.image_snap == 1
     derived = derive(opts, world_size=1)
     assert (derived.batch_gpu, derived.accumulation) == (4, 1)

@@ -19,6 +19,7 @@ import torch
 
 import dnnlib
 from configs.presets import FP16_CONV_CLAMP, get_preset
+from configs.training_options import with_network_defaults
 from torch_utils.distributed import DistContext, broadcast_module_
 from training import training_state as states
 
@@ -44,6 +45,7 @@ def _clamp(num_fp16_res: int):
 
 def network_kwargs(opts) -> Tuple[dict, dict]:
     """(G_kwargs, D_kwargs) with class_name: the network preset with the options' overrides (module doc)."""
+    opts = with_network_defaults(opts)
     preset = get_preset(opts.network_preset)
     G_kwargs, D_kwargs = preset.G_kwargs(smpl_path=opts.smpl_path), preset.D_kwargs()
     for kwargs in (G_kwargs, D_kwargs):

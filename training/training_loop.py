@@ -18,7 +18,7 @@ from typing import Dict, List
 
 import torch
 
-from configs.training_options import DerivedOptions, TrainingOptions, derive
+from configs.training_options import DerivedOptions, TrainingOptions, derive, with_network_defaults
 from portrait_data.portrait import PortraitDataset
 from torch_utils import checkpoint, training_stats
 from torch_utils.distributed import DistContext, all_reduce_mean_, barrier
@@ -62,6 +62,7 @@ class Run:
 
 def setup(opts: TrainingOptions, run_dir: str, ctx: DistContext) -> Run:
     """Dataset, networks, phases, loss and counters (fresh or resumed); rank 0 writes options and reals."""
+    opts = with_network_defaults(opts)
     derived = derive(opts, ctx.world_size)
     dataset, dataset_kwargs = build_dataset(opts)
     nets, built = build_networks(opts, ctx.device)
@@ -176,7 +177,7 @@ def evaluate_metrics(run: Run, snapshot_pkl: str, sched, sink) -> None:
     for metric in run.opts.metrics:
         result = metric_main.calc_metric(
             metric, G=run.nets['G_ema'], D=run.nets['D_ema'], dataset_kwargs=run.dataset_kwargs, ctx=run.ctx,
-            pose_sample_mode=run.opts.metric_pose_sample_mode, identical_c_p=True,
+            pose_sample_mode=run.opts.metric_pose_sample_mode, identical_c_p=True, num_gen=run.opts.metrics_num_gen,
             pose_predict_kwargs=dict(blur_sigma=sched.blur_sigma, neural_rendering_resolution=sched.nrr))
         if run.ctx.is_main:
             metric_main.report_metric(result, run.run_dir, snapshot_pkl)

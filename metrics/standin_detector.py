@@ -1,13 +1,18 @@
-"""A tiny TorchScript STAND-IN for the Inception feature detector, built by the tests (it is not Inception).
+"""A tiny TorchScript STAND-IN for the Inception feature detector (it is not Inception).
+
+For tests, and for offline checks where the real detector cannot be downloaded (docs/results.md):
+FID/KID computed with it are stand-in figures, not comparable with published FIDs.
+
+    python -m metrics.standin_detector OUT.pt [--seed 0]
 
 It follows the detector calling convention of metrics/detector.py: module(images uint8 [N, 3, H, W],
 return_features=True) -> float32 features [N, FEATURE_DIM]. Features: 8x8 average pooling of the
 image in [0, 1], a fixed random projection, tanh. With return_features=False it returns one
 "logit" per image instead, so a loader that forgets the flag fails the shape check.
 """
+import argparse
 import warnings
 
-import numpy as np
 import torch
 
 FEATURE_DIM = 16
@@ -39,9 +44,14 @@ def save_standin_detector(path, seed: int = 0) -> str:
     return str(path)
 
 
-def standin_features_numpy(images: np.ndarray, seed: int = 0) -> np.ndarray:
-    """The stand-in's features computed with NumPy (float64): images uint8 [N, 3, H, W], H and W multiples of 8."""
-    projection = StandInDetector(seed).projection.double().numpy()
-    n, c, h, w = images.shape
-    pooled = images.astype(np.float64).reshape(n, c, POOL, h // POOL, POOL, w // POOL).mean(axis=(3, 5)) / 255
-    return np.tanh(pooled.reshape(n, -1) @ projection)
+def main(argv=None) -> None:
+    """Write the stand-in detector to the path given on the command line."""
+    parser = argparse.ArgumentParser(description='Write the tiny TorchScript stand-in feature detector (not Inception).')
+    parser.add_argument('out', help='output .pt path')
+    parser.add_argument('--seed', type=int, default=0, help='seed of the random projection')
+    args = parser.parse_args(argv)
+    print(save_standin_detector(args.out, args.seed))
+
+
+if __name__ == '__main__':
+    main()
