@@ -45,6 +45,23 @@ def test_default_phases_are_gboth_dmain_and_lazy_dreg(nets):
     lr, betas, eps = _adam(phases[0])
     assert (lr, betas, eps) == (0.0025, (0.0, 0.99), 1e-8)
     assert isinstance(phases[0].opt, torch.optim.Adam)
+    assert all(phase.opt.defaults['fused'] for phase in phases)          # CPU parameters: the fused kernel
+
+
+def test_fused_adam_step_matches_the_adam_formula(nets):
+    phase = _phases(nets)[1]                                              # D main: lazy-scaled lr and betas
+    lr, (beta1, beta2), eps = _adam(phase)
+    params = [p for group in phase.opt.param_groups for p in group['params']][:3]
+    before = [p.detach().double().clone() for p in params]
+    grads = [torch.randn_like(p) for p in params]
+    for p, g in zip(params, grads):
+        p.grad = g.clone()
+    phase.opt.step()
+    for p, p0, g in zip(params, before, grads):                         # first step, bias-corrected (float64)
+        g = g.double()
+        m_hat = (1 - beta1) * g / (1 - beta1)
+        v_hat = (1 - beta2) * g * g / (1 - beta2)
+        torch.testing.assert_close(p.detach().double(), p0 - lr * m_hat / (v_hat.sqrt() + eps), rtol=0, atol=1e-6)
 
 
 def test_lazy_regularisation_scales_lr_and_betas_by_k_over_k_plus_1(nets):
@@ -132,3 +149,15 @@ def test_scrub_counts_and_replaces_nonfinite_gradients():
     assert c.grad is None
     assert scrub_nonfinite_grads_([a, b, c]) == 0
     assert scrub_nonfinite_grads_([]) == 0
+
+
+@pytest.mark.parametrize('bad', [float('nan'), float('inf'), -float('inf')])
+def test_scrub_finds_a_single_nonfinite_element_behind_finite_extremes(bad):
+    finite = torch.nn.Parameter(torch.zeros(4))
+    finite.grad = torch.tensor([3e38, -3e38, 0.0, 1.0])                 # finite, however large: kept
+    late = torch.nn.Parameter(torch.zeros(6))
+    late.grad = torch.tensor([0.5, 0.25, 0.0, bad, -1.0, 2.0])
+    assert scrub_nonfinite_grads_([finite, late]) == 1
+    assert torch.equal(finite.grad, torch.tensor([3e38, -3e38, 0.0, 1.0]))
+    replaced = 0.0 if math.isnan(bad) else math.copysign(1e5, bad)
+    assert torch.equal(late.grad, torch.tensor([0.5, 0.25, 0.0, replaced, -1.0, 2.0]))

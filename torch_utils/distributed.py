@@ -40,10 +40,7 @@ def all_reduce_mean_(tensors: Iterable[torch.Tensor], ctx: DistContext) -> None:
     flat = torch.cat([t.reshape(-1) for t in tensors])
     dist.all_reduce(flat)
     flat /= ctx.world_size
-    offset = 0
-    for t in tensors:
-        t.copy_(flat[offset:offset + t.numel()].view_as(t))
-        offset += t.numel()
+    torch._foreach_copy_(tensors, [part.view_as(t) for part, t in zip(flat.split([t.numel() for t in tensors]), tensors)])
 
 
 def broadcast_module_(module: torch.nn.Module, ctx: DistContext, src: int = 0) -> None:

@@ -6,6 +6,7 @@ lazy density regulariser, D's main loss, D's lazy R1. With lazy regularisation e
 rate is scaled by k / (k + 1) and betas raised to the power k / (k + 1); with k = 1 or no
 regulariser the phase is "both" with plain hyper-parameters.
 """
+import math
 from dataclasses import dataclass
 from typing import Iterable, List, Tuple
 
@@ -16,6 +17,7 @@ from configs.training_options import DerivedOptions, TrainingOptions
 ADAM_BETAS = (0.0, 0.99)          # §1.3
 ADAM_EPS = 1e-8
 POSINF_GRAD = 1e5                 # non-finite gradients: nan -> 0, +-inf -> +-1e5 (§1.4)
+FUSED_ADAM_DEVICES = {'cpu', 'cuda'}   # devices with torch's fused Adam kernel
 POSE_BRANCH_PREFIX = 'pose_branch.'
 DECODER_PREFIX = 'decoder.'
 PHASE_NAMES = ('Gmain', 'Greg', 'Gboth', 'Dmain', 'Dreg', 'Dboth')
@@ -64,11 +66,17 @@ def d_trainable(D: torch.nn.Module, opts: TrainingOptions) -> List[Tuple[str, to
 
 
 def _lazy_adam(groups: List[dict], lr: float, interval: int) -> torch.optim.Adam:
-    """Adam over param groups (each with an 'lr_mul'), with lr and betas scaled for lazy regularisation."""
+    """Adam over param groups (each with an 'lr_mul'), with lr and betas scaled for lazy regularisation.
+
+    The fused implementation (one kernel over all parameters) where torch has it for the parameters'
+    device: on the tiny CPU networks the per-parameter loop cost 2-4x more (docs/performance.md).
+    """
     ratio = interval / (interval + 1) if interval > 1 else 1.0
     betas = tuple(beta ** ratio for beta in ADAM_BETAS)
-    return torch.optim.Adam([dict(params=g['params'], lr=lr * ratio * g['lr_mul']) for g in groups if g['params']],
-                            lr=lr * ratio, betas=betas, eps=ADAM_EPS)
+    params = [dict(params=g['params'], lr=lr * ratio * g['lr_mul']) for g in groups if g['params']]
+    devices = {p.device.type for group in params for p in group['params']}
+    return torch.optim.Adam(params, lr=lr * ratio, betas=betas, eps=ADAM_EPS,
+                            fused=True if devices and devices <= FUSED_ADAM_DEVICES else None)
 
 
 def _phases_for(prefix: str, module: torch.nn.Module, groups: List[dict], lr: float, interval: int,
@@ -114,13 +122,15 @@ def build_phases(G: torch.nn.Module, D: torch.nn.Module, opts: TrainingOptions,
 def scrub_nonfinite_grads_(params: Iterable[torch.Tensor]) -> int:
     """Replace non-finite gradient elements in place: nan -> 0, +inf -> 1e5, -inf -> -1e5 (§1.4).
 
-    Parameters without a gradient are skipped. Returns how many elements were replaced (one sync).
+    Parameters without a gradient are skipped. Returns how many elements were replaced. The common
+    all-finite case costs one fused max-abs over every gradient (nan and inf propagate through it)
+    and one sync; only then are the elements counted and replaced tensor by tensor.
     """
-    count = None
-    for p in params:
-        if p.grad is None:
-            continue
-        bad = torch.count_nonzero(~torch.isfinite(p.grad))
-        count = bad if count is None else count + bad
-        torch.nan_to_num(p.grad, nan=0.0, posinf=POSINF_GRAD, neginf=-POSINF_GRAD, out=p.grad)
-    return 0 if count is None else int(count)
+    grads = [p.grad for p in params if p.grad is not None]
+    if not grads or torch.isfinite(torch.nn.utils.get_total_norm(grads, norm_type=math.inf)):
+        return 0
+    count = 0
+    for grad in grads:
+        count += int(torch.count_nonzero(~torch.isfinite(grad)))
+        torch.nan_to_num(grad, nan=0.0, posinf=POSINF_GRAD, neginf=-POSINF_GRAD, out=grad)
+    return count
