@@ -20,7 +20,7 @@ training_options.py), so the stage-1 fades (blur, density noise, Lpreg, conditio
 long over in stages 2 and 3 without being switched off by hand.
 
 `tiny-cpu` trains the tiny-cpu network on the synthetic 64x64 set (dataset_tool.py synthetic)
-on a laptop CPU: batch 4, a status line every kimg, snapshots every 2 kimg, and the blur,
+on a laptop CPU: batch 4, a status line every kimg, snapshots and image grids every 2 kimg, and the blur,
 density-noise and conditioning-swap fades and Lpreg's full-weight span shortened about 100x, so
 that a run of a few kimg sees them at work and ending (Lpreg's 200-kimg decay is a constant).
 Its neural rendering resolution and fp16 settings are the tiny-cpu network preset's (unset network
@@ -55,7 +55,7 @@ _OVERRIDES: Dict[str, dict] = {
         metric_pose_sample_mode='D_predict', ema_rampup=None, neural_rendering_resolution_final=STAGE3_NRR_FINAL,
         neural_rendering_resolution_fade_kimg=STAGE3_NRR_FADE_KIMG, nrr_fade_start_kimg=STAGE2_END_KIMG),
     'tiny-cpu': dict(
-        network_preset='tiny-cpu', batch=4, mbstd_group=2, workers=0, kimg=10, tick=1, snap=2, image_snap=1,
+        network_preset='tiny-cpu', batch=4, mbstd_group=2, workers=0, kimg=10, tick=1, snap=2, image_snap=2,
         metrics=(), gamma=1.0, gamma_seg=1.0, mirror=True, blur_fade_kimg=16, density_noise_fade_kimg=2, gpc_reg_fade_kimg=10,
         input_pose_params_reg_loss_kimg=2),
 }

@@ -75,7 +75,7 @@ def test_tiny_cpu_preset():
     resolved = with_network_defaults(opts)
     assert resolved.neural_rendering_resolution_initial == network.neural_rendering_resolution == 16
     assert (resolved.sr_num_fp16_res, resolved.d_num_fp16_res) == (network.sr_num_fp16_res, network.d_num_fp16_res)
-    assert opts.tick <= 1 and opts.snap * opts.tick <= 2 and opts.image_snap == 1
+    assert opts.tick <= 1 and opts.snap * opts.tick <= 2 and opts.image_snap == opts.snap    # grids with snapshots
     derived = derive(opts, world_size=1)
     assert (derived.batch_gpu, derived.accumulation) == (4, 1)
     assert derived.blur_fade_kimg == pytest.approx(16 * 4 / 32)
