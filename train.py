@@ -84,6 +84,7 @@ HELP = {                     # click help of each TrainingOptions field (docs/tr
     'pose_loss_weight': "Weight of D's pose loss on fakes",
     'input_pose_params_reg_loss_weight': 'Lpreg weight',
     'input_pose_params_reg_loss_kimg': 'Lpreg at full weight until this kimg',
+    'input_pose_params_reg_loss_decay_kimg': 'Lpreg then fades to 0 over this many kimg',
     'style_mixing_prob': 'Style-mixing probability',
     'bcg_reg_prob': 'Background-latent swap probability',
     'density_reg': 'Density regulariser strength (0 = off)',

@@ -78,7 +78,8 @@ class TrainingOptions:
     gamma_seg: float = 1.0                 # R1 weight on the mask input
     pose_loss_weight: float = 1.0          # D pose loss on fakes
     input_pose_params_reg_loss_weight: float = 0.5   # Lpreg weight
-    input_pose_params_reg_loss_kimg: float = 200     # Lpreg full weight until here, then linear to 0 over 200 kimg
+    input_pose_params_reg_loss_kimg: float = 200     # Lpreg full weight until here, then linear to 0 ...
+    input_pose_params_reg_loss_decay_kimg: float = 200   # ... over this many kimg (the original: fixed 200)
     style_mixing_prob: float = 0.0
     bcg_reg_prob: float = 0.2              # probability of swapping the background w with another sample's
     density_reg: float = 0.0               # density (TV) regulariser strength (0 = off)
@@ -159,7 +160,7 @@ METRIC_POSE_SAMPLE_MODES = ('G_predict', 'D_predict')               # §4.4
 CHOICES = {'reg_type': REG_TYPES, 'decoder_activation': DECODER_ACTIVATIONS, 'sr_noise_mode': SR_NOISE_MODES,
             'metric_pose_sample_mode': METRIC_POSE_SAMPLE_MODES}
 _PROBABILITIES = ('bcg_reg_prob', 'gpc_reg_prob', 'style_mixing_prob')
-_POSITIVE = ('kimg', 'tick', 'glr', 'dlr', 'thickness', 'decoder_lr_mul')
+_POSITIVE = ('kimg', 'tick', 'glr', 'dlr', 'thickness', 'decoder_lr_mul', 'input_pose_params_reg_loss_decay_kimg')
 _AT_LEAST_ONE = ('batch', 'batch_gpu', 'snap', 'image_snap', 'keep', 'gpus', 'd_reg_interval', 'density_reg_every',
                  'mbstd_group', 'max_size', 'cbase', 'cmax', 'map_depth', 'triplane_depth',
                  'neural_rendering_resolution_initial', 'neural_rendering_resolution_final')

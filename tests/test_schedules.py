@@ -78,6 +78,12 @@ def test_pose_reg_weight_holds_then_decays_over_200_kimg(kimg, weight):
     assert _at(kimg).pose_reg_weight == pytest.approx(weight, abs=1e-12)
 
 
+@pytest.mark.parametrize('kimg, weight', [(1.999, 0.5), (2.5, 0.375), (3, 0.25), (4, 0.0), (60, 0.0)])
+def test_pose_reg_decay_length_is_an_option(kimg, weight):
+    compressed = dict(input_pose_params_reg_loss_kimg=2, input_pose_params_reg_loss_decay_kimg=2)
+    assert _at(kimg, **compressed).pose_reg_weight == pytest.approx(weight, abs=1e-12)
+
+
 def test_stage2_after_resume_sees_the_finished_fades():
     # Stage 2 resumes at 6000 kimg of the absolute counter (§1.5): blur, density noise and Lpreg off,
     # swap probability at gpc_reg_prob.

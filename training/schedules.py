@@ -9,7 +9,6 @@ from dataclasses import dataclass
 
 from configs.training_options import DerivedOptions, TrainingOptions
 
-LPREG_DECAY_KIMG = 200.0    # Lpreg fades linearly to 0 over this many kimg after its full-weight span (§4.1)
 
 
 @dataclass(frozen=True)
@@ -72,10 +71,11 @@ def nrr_at(opts: TrainingOptions, kimg: float) -> int:
 
 
 def pose_reg_weight_at(opts: TrainingOptions, kimg: float) -> float:
-    """Lpreg weight (§4.1): w for kimg < K, then w * (1 - (kimg - K) / 200) down to 0 at K + 200, 0 after;
-    w = input_pose_params_reg_loss_weight, K = input_pose_params_reg_loss_kimg."""
+    """Lpreg weight (§4.1): w for kimg < K, then w * (1 - (kimg - K) / L) down to 0 at K + L, 0 after;
+    w = input_pose_params_reg_loss_weight, K = input_pose_params_reg_loss_kimg,
+    L = input_pose_params_reg_loss_decay_kimg (the original's fixed 200)."""
     w, k = opts.input_pose_params_reg_loss_weight, opts.input_pose_params_reg_loss_kimg
-    return w * min(max(1.0 - (kimg - k) / LPREG_DECAY_KIMG, 0.0), 1.0)
+    return w * min(max(1.0 - (kimg - k) / opts.input_pose_params_reg_loss_decay_kimg, 0.0), 1.0)
 
 
 def schedule_at(opts: TrainingOptions, derived: DerivedOptions, cur_nimg: int) -> ScheduleValues:
