@@ -104,7 +104,7 @@ HELP = {                     # click help of each TrainingOptions field (docs/tr
     'metric_pose_sample_mode': 'Body poses of metric samples',
     'bf16': 'bf16 autocast in G and D forward passes',
     'tf32': 'TF32 matmuls and convolutions (CUDA)',
-    'compile': 'torch.compile G and D',
+    'compile': "torch.compile G's parts (D stays eager: R1 needs double backward)",
 }
 
 ORIGINAL_UNDERSCORE = (      # fields the original spelt with underscores: hidden aliases --gamma_seg, ...
