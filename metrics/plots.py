@@ -34,6 +34,7 @@ KIMG_STAT = 'Progress/kimg'
 PANEL_SIZE = (5.0, 3.5)                            # inches per panel
 MAX_COLUMNS = 3
 DPI = 100
+STANDARD_DETECTOR_PREFIX = 'inception'             # metrics/detector.py's default network (by file name)
 LOG_SCALE_RATIO = 20.0                             # log y axis when positive values span more than this factor
 
 
@@ -78,6 +79,23 @@ def metric_series(run_dir: str) -> Dict[str, Dict[str, Series]]:
     return series
 
 
+def metric_detectors(run_dir: str) -> Dict[str, List[str]]:
+    """{metric: sorted detector names} recorded in run_dir/metric-<metric>.jsonl (metrics without one are left out)."""
+    names = {}
+    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), 'metric-*.jsonl'))):
+        found = {str(record['detector']) for record in read_jsonl(path) if record.get('detector')}
+        if found:
+            names[os.path.basename(path)[len('metric-'):-len('.jsonl')]] = sorted(found)
+    return names
+
+
+def _quality_title(metric: str, detectors: List[str]) -> str:
+    """The panel title of a FID/KID-type metric: its name, plus the detector unless it is the standard Inception
+    (a stand-in detector's numbers are not comparable with published ones and must say so)."""
+    others = [name for name in detectors if not name.startswith(STANDARD_DETECTOR_PREFIX)]
+    return f'{metric} (detector: {", ".join(others)})' if others else metric
+
+
 def stats_series(run_dir: str, prefix: str) -> Dict[str, Series]:
     """{statistic: (kimg, means)} of the stats.jsonl statistics whose names start with `prefix`."""
     path = os.path.join(run_dir, 'stats.jsonl')
@@ -119,7 +137,9 @@ def _figure(panels: List[Tuple[str, str, Dict[str, Series]]], auto_log: bool = F
 def figures(run_dir: str) -> Dict[str, Figure]:
     """{file name: Figure} of the curves that have data (see the module docstring)."""
     metrics = metric_series(run_dir)
-    quality = [(name, name, lines) for name, lines in metrics.items() if not name.startswith(POSE_METRIC_PREFIX)]
+    detectors = metric_detectors(run_dir)
+    quality = [(_quality_title(name, detectors.get(name, [])), name, lines) for name, lines in metrics.items()
+               if not name.startswith(POSE_METRIC_PREFIX)]
     pose = [(name, 'rotation-angle error (deg)', lines) for name, lines in metrics.items()
             if name.startswith(POSE_METRIC_PREFIX)]
     pose_stats = stats_series(run_dir, POSE_STATS_PREFIX)

@@ -94,3 +94,15 @@ def test_log_axis_only_for_metrics_spanning_orders_of_magnitude(tmp_path):
     figures = plots.figures(str(tmp_path))
     assert figures['curves-metrics.png'].axes[0].get_yscale() == 'log'
     assert figures['curves-losses.png'].axes[0].get_yscale() == 'linear'
+
+
+def test_a_stand_in_detector_is_named_in_the_panel_title(run_dir):
+    assert ('fid2k', 'fid2k') in _lines(plots.figures(str(run_dir))['curves-metrics.png'])   # no detector recorded
+    _write_jsonl(run_dir / 'metric-fid2k.jsonl', [
+        dict(results=dict(fid2k=9.0), metric='fid2k', detector='standin-detector',
+             snapshot_pkl='network-snapshot-000000.pkl')])
+    _write_jsonl(run_dir / 'metric-kid2k.jsonl', [
+        dict(results=dict(kid2k=0.1), metric='kid2k', detector='inception-2015-12-05',
+             snapshot_pkl='network-snapshot-000000.pkl')])
+    titles = {title for title, _ in _lines(plots.figures(str(run_dir))['curves-metrics.png'])}
+    assert titles == {'fid2k (detector: standin-detector)', 'kid2k'}
