@@ -11,7 +11,7 @@ EXTRAS = {
     'video': ['imageio-ffmpeg>=0.4'],
     'tb': ['tensorboard>=2.8'],
 }
-EXTRAS['test'] = ['pytest>=7'] + EXTRAS['smpl'] + EXTRAS['mesh']
+EXTRAS['test'] = ['pytest>=7'] + EXTRAS['smpl'] + EXTRAS['mesh'] + EXTRAS['video']
 EXTRAS['all'] = sorted({req for reqs in EXTRAS.values() for req in reqs})
 
 setup(
