@@ -21,10 +21,10 @@ long over in stages 2 and 3 without being switched off by hand.
 
 `tiny-cpu` trains the tiny-cpu network on the synthetic 64x64 set (dataset_tool.py synthetic)
 on a laptop CPU: batch 4, a status line every kimg, snapshots and image grids every 2 kimg, and the blur,
-density-noise and conditioning-swap fades and Lpreg's full-weight span and decay shortened about 100x,
-so that a run of a few kimg sees them at work and ending. Lpreg pulls G's pose branch towards the
-dataset pose of a random image with the same camera, i.e. towards the mean pose: while it is on, the
-fakes barely vary their pose and D's pose predictor cannot learn the real poses (docs/results.md).
+density-noise and conditioning-swap fades and Lpreg's full-weight span shortened about 100x, so
+that a run of a few kimg sees them at work and ending. Lpreg's decay keeps the original's 200 kimg:
+compressed to 2 kimg, G's poses drifted away from the real ones and D's pose error on reals grew
+(docs/results.md).
 Its neural rendering resolution and fp16 settings are the tiny-cpu network preset's (unset network
 fields come from the network preset: training_options.with_network_defaults).
 """
@@ -59,7 +59,7 @@ _OVERRIDES: Dict[str, dict] = {
     'tiny-cpu': dict(
         network_preset='tiny-cpu', batch=4, mbstd_group=2, workers=0, kimg=10, tick=1, snap=2, image_snap=2,
         metrics=(), gamma=1.0, gamma_seg=1.0, mirror=True, blur_fade_kimg=16, density_noise_fade_kimg=2, gpc_reg_fade_kimg=10,
-        input_pose_params_reg_loss_kimg=2, input_pose_params_reg_loss_decay_kimg=2),
+        input_pose_params_reg_loss_kimg=2),
 }
 
 TRAINING_PRESETS: Dict[str, TrainingOptions] = {
