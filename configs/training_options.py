@@ -113,13 +113,19 @@ NETWORK_DEFAULTS = {
     'neural_rendering_resolution_initial': 'neural_rendering_resolution'}
 
 
+def network_defaults(options: dict) -> dict:
+    """{field: the network preset's value} for the NETWORK_DEFAULTS fields that are None (or missing) in
+    `options` (a TrainingOptions as a dict, e.g. one saved in a training state)."""
+    name = options.get('network_preset')
+    if name not in PRESETS:
+        raise ValueError(f'--network-preset: expected one of {", ".join(PRESETS)}, got {name!r}')
+    return {field: getattr(PRESETS[name], attribute) for field, attribute in NETWORK_DEFAULTS.items()
+            if options.get(field) is None}
+
+
 def with_network_defaults(opts: TrainingOptions) -> TrainingOptions:
     """opts with every unset (None) NETWORK_DEFAULTS field taken from its network preset (idempotent)."""
-    if opts.network_preset not in PRESETS:
-        raise ValueError(f'--network-preset: expected one of {", ".join(PRESETS)}, got {opts.network_preset!r}')
-    network = PRESETS[opts.network_preset]
-    return replace(opts, **{field: getattr(network, attribute) for field, attribute in NETWORK_DEFAULTS.items()
-                            if getattr(opts, field) is None})
+    return replace(opts, **network_defaults(vars(opts)))
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from typing import Optional
 import torch
 
 from configs.presets import PRESETS
-from configs.training_options import NETWORK_DEFAULTS, TrainingOptions, option_flag
+from configs.training_options import TrainingOptions, network_defaults, option_flag
 from portrait_data.errors import DatasetError
 from portrait_data.portrait import PortraitDataset
 from torch_utils import checkpoint, launch
@@ -147,15 +147,6 @@ def check_resume(opts: TrainingOptions) -> Optional[str]:
     return path
 
 
-def _with_network_defaults(saved: dict) -> dict:
-    """Saved options (a dict) with unset network fields taken from their network preset, as this run's are."""
-    network = PRESETS.get(saved.get('network_preset'))
-    if network is None:
-        return saved
-    return dict(saved, **{field: getattr(network, attribute) for field, attribute in NETWORK_DEFAULTS.items()
-                          if saved.get(field) is None})
-
-
 def _check_training_state(path: str, opts: TrainingOptions) -> None:
     """The training state loads and was saved by a run with the same networks and trained parameters."""
     try:
@@ -166,7 +157,8 @@ def _check_training_state(path: str, opts: TrainingOptions) -> None:
     if cur_nimg >= opts.kimg * 1000:
         raise PreflightError(f'--kimg={opts.kimg:g}: {path} is already at kimg {cur_nimg / 1000:g}; '
                              'raise --kimg to train further')
-    saved = _with_network_defaults(saved)
+    if saved.get('network_preset') in PRESETS:      # unset network fields as this run's are resolved
+        saved = dict(saved, **network_defaults(saved))
     for name in STRUCTURAL_FIELDS:
         if name in saved and saved[name] != getattr(opts, name):
             raise PreflightError(f'--resume: {path}: saved with {option_flag(name)}={saved[name]}, this run has '

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from configs.training_options import DerivedOptions, TrainingOptions
 
 
-
 @dataclass(frozen=True)
 class ScheduleValues:
     """The scheduled quantities at one image count.
