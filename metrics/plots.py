@@ -61,12 +61,18 @@ def _sorted(points: Dict[str, List[Tuple[float, float]]]) -> Dict[str, Series]:
     return out
 
 
-def metric_series(run_dir: str) -> Dict[str, Dict[str, Series]]:
-    """{metric: {result name: (kimg, values)}} from run_dir/metric-<metric>.jsonl (finite numbers only)."""
+def metric_records(run_dir: str) -> Dict[str, List[dict]]:
+    """{metric: the records of run_dir/metric-<metric>.jsonl}, read once for the series and the detectors."""
+    return {os.path.basename(path)[len('metric-'):-len('.jsonl')]: read_jsonl(path)
+            for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), 'metric-*.jsonl')))}
+
+
+def metric_series(records: Dict[str, List[dict]]) -> Dict[str, Dict[str, Series]]:
+    """{metric: {result name: (kimg, values)}} from metric_records(...) (finite numbers only)."""
     series = {}
-    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), 'metric-*.jsonl'))):
+    for metric, lines in records.items():
         points = {}
-        for record in read_jsonl(path):
+        for record in lines:
             match = SNAPSHOT_KIMG.search(str(record.get('snapshot_pkl', '')))
             results = record.get('results')
             if match is None or not isinstance(results, dict):
@@ -75,17 +81,17 @@ def metric_series(run_dir: str) -> Dict[str, Dict[str, Series]]:
                 if isinstance(value, (int, float)) and math.isfinite(value):
                     points.setdefault(name, []).append((int(match.group(1)), float(value)))
         if points:
-            series[os.path.basename(path)[len('metric-'):-len('.jsonl')]] = _sorted(points)
+            series[metric] = _sorted(points)
     return series
 
 
-def metric_detectors(run_dir: str) -> Dict[str, List[str]]:
-    """{metric: sorted detector names} recorded in run_dir/metric-<metric>.jsonl (metrics without one are left out)."""
+def metric_detectors(records: Dict[str, List[dict]]) -> Dict[str, List[str]]:
+    """{metric: sorted detector names} recorded in metric_records(...) (metrics without one are left out)."""
     names = {}
-    for path in sorted(glob.glob(os.path.join(glob.escape(run_dir), 'metric-*.jsonl'))):
-        found = {str(record['detector']) for record in read_jsonl(path) if record.get('detector')}
+    for metric, lines in records.items():
+        found = {str(record['detector']) for record in lines if record.get('detector')}
         if found:
-            names[os.path.basename(path)[len('metric-'):-len('.jsonl')]] = sorted(found)
+            names[metric] = sorted(found)
     return names
 
 
@@ -136,8 +142,8 @@ def _figure(panels: List[Tuple[str, str, Dict[str, Series]]], auto_log: bool = F
 
 def figures(run_dir: str) -> Dict[str, Figure]:
     """{file name: Figure} of the curves that have data (see the module docstring)."""
-    metrics = metric_series(run_dir)
-    detectors = metric_detectors(run_dir)
+    records = metric_records(run_dir)
+    metrics, detectors = metric_series(records), metric_detectors(records)
     quality = [(_quality_title(name, detectors.get(name, [])), name, lines) for name, lines in metrics.items()
                if not name.startswith(POSE_METRIC_PREFIX)]
     pose = [(name, 'rotation-angle error (deg)', lines) for name, lines in metrics.items()

@@ -36,7 +36,7 @@ def run_dir(tmp_path):
 
 
 def test_series_are_read_sorted_and_clean(run_dir):
-    metrics = plots.metric_series(str(run_dir))
+    metrics = plots.metric_series(plots.metric_records(str(run_dir)))
     assert metrics['fid2k'] == {'fid2k': ([0, 4], [120.0, 80.0])}
     assert metrics['pose_err_real']['pose_err_real_head'] == ([0, 4], [25.0, 6.0])
     losses = plots.stats_series(str(run_dir), 'Loss/')
