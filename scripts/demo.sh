@@ -10,23 +10,19 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$repo/scripts/env.sh"
+source "$repo/scripts/tiny_cpu_run.sh"
 
-cache=${PORTRAIT3D_CACHE_DIR:-$HOME/.cache/portrait3d}
-demo="$cache/demo"
+demo="$cache_root/demo"
 kimg=${DEMO_KIMG:-6}
-procs=${DEMO_PROCS:-$(python -c 'import os; print(min(2, len(os.sched_getaffinity(0))))')}
+procs=${DEMO_PROCS:-$(default_procs)}
 mkdir -p "$demo"
-
-if [ ! -f "$demo/data/images.zip" ] || [ ! -f "$demo/data/masks.zip" ]; then
-    echo "== writing the synthetic 360-degree portrait set (stand-in data) to $demo/data"
-    python "$repo/dataset_tool.py" synthetic --outdir "$demo/data" --count 1000 --resolution 64 --force
-fi
+ensure_synthetic_set "$demo/data"
 
 echo "== training tiny-cpu for $kimg kimg on the CPU ($procs processes)"
 python "$repo/train.py" --preset tiny-cpu --data "$demo/data/images.zip" --seg-data "$demo/data/masks.zip" \
     --outdir "$demo/runs" --kimg "$kimg" --snap 2 --gpus "$procs" --device cpu
-run=$(ls -d "$demo"/runs/[0-9][0-9][0-9][0-9][0-9]-* | sort | tail -n 1)
-snapshot=$(ls "$run"/network-snapshot-*.pkl | sort | tail -n 1)
+run=$(newest_run "$demo/runs")
+snapshot=$(newest_snapshot "$run")
 
 echo "== samples and a mesh from $snapshot"
 python "$repo/gen_samples.py" --network "$snapshot" --seeds 0-3 --outdir "$run/samples" --body-pose branch --device cpu

@@ -11,18 +11,14 @@
 set -euo pipefail
 repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 source "$repo/scripts/env.sh"
+source "$repo/scripts/tiny_cpu_run.sh"
 
-cache=${PORTRAIT3D_CACHE_DIR:-$HOME/.cache/portrait3d}
-check="$cache/learning-check"
+check="$cache_root/learning-check"
 kimg=${LC_KIMG:-60}
 num_gen=${LC_NUM_GEN:-1000}
-procs=${LC_PROCS:-$(python -c 'import os; print(min(2, len(os.sched_getaffinity(0))))')}
+procs=${LC_PROCS:-$(default_procs)}
 mkdir -p "$check"
-
-if [ ! -f "$check/data/images.zip" ] || [ ! -f "$check/data/masks.zip" ]; then
-    echo "== writing the synthetic 360-degree portrait set (stand-in data) to $check/data"
-    python "$repo/dataset_tool.py" synthetic --outdir "$check/data" --count 1000 --resolution 64 --force
-fi
+ensure_synthetic_set "$check/data"
 detector="$check/standin-detector.pt"
 python -m metrics.standin_detector "$detector" >/dev/null
 
@@ -30,8 +26,8 @@ echo "== training tiny-cpu for $kimg kimg ($procs processes); metrics pose_err_r
 PORTRAIT3D_DETECTOR="$detector" python "$repo/train.py" --preset tiny-cpu --data "$check/data/images.zip" \
     --seg-data "$check/data/masks.zip" --outdir "$check/runs" --kimg "$kimg" --snap 4 --image-snap 4 \
     --metrics pose_err_real,fid2k --metrics-num-gen "$num_gen" --gpus "$procs" --device cpu
-run=$(ls -d "$check"/runs/[0-9][0-9][0-9][0-9][0-9]-* | sort | tail -n 1)
-snapshot=$(ls "$run"/network-snapshot-*.pkl | sort | tail -n 1)
+run=$(newest_run "$check/runs")
+snapshot=$(newest_snapshot "$run")
 
 echo "== curves and multi-view pictures of $snapshot"
 python -m metrics.plots "$run"
