@@ -10,7 +10,7 @@ import torch
 
 from metrics import feature_stats
 from multiprocess_testing import run_processes
-from torch_utils.distributed import DistContext
+from torch_utils.distributed import DistContext, join_process_group
 
 
 def _rows(batch_index, start, stop, dtype=torch.float64):
@@ -40,8 +40,7 @@ def test_map_checks_the_batch_shape():
 def _gather_worker(rank, tmp_dir, world_size):
     """Two cases: 7 items in batches of 2 (ranks get 2 and 2 batches, the last one short), and 2 items in one
     batch (rank 1 has nothing); plus the rank-0 cache flag."""
-    torch.distributed.init_process_group('gloo', init_method=f'file://{tmp_dir}/rendezvous', rank=rank,
-                                         world_size=world_size, timeout=datetime.timedelta(seconds=30))
+    join_process_group('gloo', f'file://{tmp_dir}/rendezvous', rank, world_size, timeout=datetime.timedelta(seconds=30))
     ctx = DistContext(rank=rank, world_size=world_size, local_rank=rank, device=torch.device('cpu'), backend='gloo')
     seen = []
     uneven = feature_stats.distributed_map(7, 2, ctx, lambda j, a, b: seen.append(j) or _rows(j, a, b, torch.float32))

@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from torch_utils import misc
+from torch_utils.distributed import join_process_group
 from multiprocess_testing import run_processes
 
 
@@ -179,8 +180,7 @@ def test_check_ddp_consistency_single_process():
 
 def _consistency_worker(rank, tmp_dir, world_size):
     """Per-rank body of test_check_ddp_consistency_across_two_processes; writes rank<N>.json."""
-    torch.distributed.init_process_group('gloo', init_method=f'file://{tmp_dir}/store', rank=rank,
-                                         world_size=world_size, timeout=datetime.timedelta(seconds=30))
+    join_process_group('gloo', f'file://{tmp_dir}/store', rank, world_size, timeout=datetime.timedelta(seconds=30))
     try:
         torch.manual_seed(0)
         module = torch.nn.Sequential(torch.nn.Linear(3, 2), torch.nn.BatchNorm1d(2))

@@ -18,7 +18,7 @@ from configs.training_options import TrainingOptions
 from multiprocess_testing import run_processes
 from synthetic_testing import synthetic_zips
 from torch_utils import training_stats
-from torch_utils.distributed import DistContext
+from torch_utils.distributed import DistContext, join_process_group
 from training import snapshots
 from training import training_loop as loop
 from training import training_state as ts
@@ -148,8 +148,7 @@ def _dist_opts(data, outdir):
 def _rank_worker(rank, tmp_dir, world_size):
     """One process of the 2-rank gloo run."""
     torch.set_num_threads(1)
-    torch.distributed.init_process_group('gloo', init_method=f'file://{tmp_dir}/store', rank=rank,
-                                         world_size=world_size, timeout=datetime.timedelta(seconds=60))
+    join_process_group('gloo', f'file://{tmp_dir}/store', rank, world_size, timeout=datetime.timedelta(seconds=60))
     try:
         training_stats.init_multiprocessing(rank=rank, sync_device=torch.device('cpu'))
         snapshots.write_fakes = lambda *args, **kwargs: None

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from torch_utils import training_stats
+from torch_utils.distributed import join_process_group
 from multiprocess_testing import run_processes
 
 
@@ -117,8 +118,7 @@ def _rank_values(rank):
 
 def _stats_worker(rank, tmp_dir, world_size):
     """Per-rank body of test_collector_reduces_across_two_processes; writes rank<N>.json."""
-    torch.distributed.init_process_group('gloo', init_method=f'file://{tmp_dir}/store', rank=rank,
-                                         world_size=world_size, timeout=datetime.timedelta(seconds=30))
+    join_process_group('gloo', f'file://{tmp_dir}/store', rank, world_size, timeout=datetime.timedelta(seconds=30))
     try:
         training_stats.init_multiprocessing(rank=rank, sync_device=torch.device('cpu'))
         collector = training_stats.Collector(regex=r'dist/.*')

@@ -5,6 +5,8 @@ SLURM variables, or `--gpus N` local spawning) and passed down; a single-process
 `DistContext.single(device)`. Collectives are no-ops when world_size == 1, so the loop has one
 code path.
 """
+import datetime
+import importlib
 from dataclasses import dataclass
 from typing import Iterable, Optional
 
@@ -30,6 +32,21 @@ class DistContext:
     def is_main(self) -> bool:
         """True on the process that writes files and prints (rank 0)."""
         return self.rank == 0
+
+
+def join_process_group(backend: str, init_method: str, rank: int, world_size: int,
+                       timeout: Optional[datetime.timedelta] = None) -> None:
+    """torch.distributed.init_process_group, with torch.distributed.nn imported first.
+
+    torch.distributed.nn binds `group.WORLD` as a default argument when it is imported, and
+    torch.optim imports it (through torch._dynamo) when the first optimiser is built. Imported after
+    the group exists, it pins the group for the life of the process: destroy_process_group then
+    leaves gloo's worker threads running, and one of them can abort the interpreter at exit while
+    it releases the tensors of the last collective. Imported before, it binds None.
+    """
+    importlib.import_module('torch.distributed.nn')
+    kwargs = {} if timeout is None else dict(timeout=timeout)
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size, **kwargs)
 
 
 def all_reduce_mean_(tensors: Iterable[torch.Tensor], ctx: DistContext) -> None:

@@ -21,7 +21,7 @@ import torch.distributed as dist
 
 from torch_utils import training_stats
 from torch_utils.device import resolve_device
-from torch_utils.distributed import DistContext
+from torch_utils.distributed import DistContext, join_process_group
 
 SLURM_PORT_BASE = 15000              # MASTER_PORT under SLURM: base + SLURM_JOB_ID mod span
 SLURM_PORT_SPAN = 20000
@@ -150,7 +150,7 @@ def init_context(spec: LaunchSpec, device_spec: str, tf32: bool = False) -> Dist
         training_stats.init_multiprocessing(rank=0, sync_device=None)
         return DistContext.single(device)
     backend = 'nccl' if device.type == 'cuda' else 'gloo'
-    dist.init_process_group(backend, init_method=spec.init_method, rank=spec.rank, world_size=spec.world_size)
+    join_process_group(backend, spec.init_method, spec.rank, spec.world_size)
     sync_device = device if backend == 'nccl' else torch.device('cpu')
     training_stats.init_multiprocessing(rank=spec.rank, sync_device=sync_device)
     return DistContext(rank=spec.rank, world_size=spec.world_size, local_rank=spec.local_rank, device=device,
