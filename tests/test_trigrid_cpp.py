@@ -80,6 +80,21 @@ def test_matches_grid_sample_on_wide_planes():
 
 
 @needs_plugin
+def test_planes_gradient_where_points_reach_only_some_runs_of_columns():
+    """Points in one corner of 9 x 150 planes: runs of columns no point reaches are written as zeros,
+    the others gathered; both kinds occur in one row, and the result matches grid_sample."""
+    planes, coords, grad = random_case(2, 4, 1, 9, 150, 400, seed=3)
+    coords = torch.rand(coords.shape, generator=torch.Generator().manual_seed(4), dtype=coords.dtype) * 0.3
+    actual = values_and_grads(compiled(1), planes, coords, grad)
+    expected = values_and_grads(reference(1), planes, coords, grad)
+    for name, a, e in zip(('features', 'planes', 'coords'), actual, expected):
+        torch.testing.assert_close(a, e, rtol=1e-11, atol=1e-11, msg=lambda m: f'{name}: {m}')
+    reached = expected[1].abs().sum(dim=(0, 1, 2)) > 0                    # [H, W] texels with a gradient
+    assert reached[:, 64:128].any() and not reached[:, :64].any() and not reached[:, 128:].any()
+    assert not reached[:4].any() and reached[4].any()                     # whole rows without points too
+
+
+@needs_plugin
 @pytest.mark.parametrize('depth', [1, 3])
 def test_matches_grid_sample_float32(depth):
     """float32, C = 32 and 12 on 16 x 20 planes, within float32 rounding (coordinate gradients sum C x 12

@@ -9,7 +9,9 @@
 // cells around it, the two cells of one row being adjacent in the bins. Runs of kRun columns are
 // transposed in cache into the planes layout [N, 3, C*D, H, W] (channel c*D + d), so every
 // gradient element is written exactly once (no zeroing pass, no read-back, no transpose of a
-// table-sized buffer), and the work splits into bands of rows that no two threads share.
+// table-sized buffer), and the work splits into bands of rows that no two threads share. A run that
+// no point reaches (44 % of them at the bench configuration) is written as zeros, one contiguous
+// stretch per channel, without the gather and the transpose.
 #pragma once
 
 #include <algorithm>
@@ -81,6 +83,24 @@ void trigrid_gather_column(const TriGridArgs<T>& a, const TriGridBins<T>& bins, 
   }
 }
 
+// True if no binned point of `bins` has a corner in texel columns (h, w0 .. w0 + count).
+template <typename T>
+bool trigrid_run_is_empty(const TriGridArgs<T>& a, const TriGridBins<T>& bins, int64_t h, int64_t w0, int64_t count) {
+  for (int r = 0; r < 2; ++r) {
+    const int64_t cell = (h + r) * (a.w + 1) + w0;  // the cells of row r reaching the run: cell .. cell + count
+    if (bins.start[cell] != bins.start[cell + count + 1]) return false;
+  }
+  return true;
+}
+
+// Zeros texels (h, w0 .. w0 + count) of plane m in grad_planes: one contiguous stretch per channel.
+template <typename T>
+void trigrid_zero_run(const TriGridArgs<T>& a, int64_t m, int64_t h, int64_t w0, int64_t count, T* grad_planes) {
+  const int64_t column = a.d * a.c, line = a.h * a.w;
+  T* base = grad_planes + m * column * line + h * a.w + w0;
+  for (int64_t l = 0; l < column; ++l) std::fill(base + l * line, base + l * line + count, T(0));
+}
+
 // Copies the column sums acc [count, D * C] of texels (h, w0 .. w0 + count) of plane m into grad_planes,
 // kBlock x kBlock blocks at a time (a few output lines in flight rather than C * D).
 template <typename T>
@@ -120,6 +140,10 @@ void trigrid_planes_grad(const TriGridArgs<T>& a, T* grad_planes, int threads) {
       for (int64_t h = (item % bands) * kBandRows; h < h1; ++h)
         for (int64_t w0 = 0; w0 < a.w; w0 += kRun) {
           const int64_t count = std::min(kRun, a.w - w0);
+          if (trigrid_run_is_empty(a, bins[m], h, w0, count)) {
+            trigrid_zero_run(a, m, h, w0, count, grad_planes);
+            continue;
+          }
           for (int64_t j = 0; j < count; ++j)
             trigrid_gather_column(a, bins[m], m / kTriGridPlanes, h, w0 + j, acc.data() + j * column);
           trigrid_store_run(a, acc.data(), m, h, w0, count, grad_planes);
