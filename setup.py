@@ -21,7 +21,7 @@ setup(
     python_requires='>=3.9',
     packages=find_packages(include=['dnnlib', 'dnnlib.*', 'torch_utils', 'torch_utils.*', 'training', 'training.*', 'configs', 'configs.*', 'portrait_data', 'portrait_data.*', 'metrics', 'metrics.*']),
     package_data={'torch_utils.ops': ['cuda/*.cu', 'cuda/*.cpp', 'cuda/*.h'], 'training.deformation': ['csrc/*.cpp', 'csrc/*.h'],
-                  'training.rendering': ['csrc/*.cpp', 'csrc/*.cu', 'csrc/*.h']},
-    install_requires=['torch>=2.1', 'numpy', 'scipy', 'click>=8.0', 'pillow', 'imageio', 'ninja', 'tqdm', 'matplotlib>=3.5'],
+                  'training.rendering': ['csrc/*.cpp', 'csrc/*.cu', 'csrc/*.h'], 'training.networks': ['csrc/*.cpp']},
+    install_requires=['torch>=2.6', 'numpy', 'scipy', 'click>=8.0', 'pillow', 'imageio', 'ninja', 'tqdm', 'matplotlib>=3.5'],
     extras_require=EXTRAS,
 )
