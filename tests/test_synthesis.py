@@ -4,6 +4,7 @@ import pytest
 import torch
 
 from torch_utils.ops import conv2d_resample, upfirdn2d
+from training.networks import layer_epilogue
 from training.networks.synthesis import SynthesisBlock, SynthesisLayer, SynthesisNetwork, ToRGBLayer
 
 W_DIM = 32
@@ -178,6 +179,36 @@ def test_layer_epilogue_folds_gain_noise_and_bias_exactly(fused, up, clamp, gain
         torch.testing.assert_close(out, _layer_reference(layer, x, w, noise, gain))
         if clamp is not None:
             assert (out.abs() <= clamp * gain + 1e-12).all() and (out.abs() == clamp * gain).any()
+
+
+@pytest.mark.skipif(not layer_epilogue.applies(torch.zeros(1)), reason='layer_epilogue plugin unavailable')
+@pytest.mark.parametrize('up,clamp,gain,mode', [(1, None, 1.0, 'const'), (2, 0.3, np.sqrt(0.5), 'const'),
+                                                (1, 0.3, 1.0, 'none')])
+def test_compiled_epilogue_gives_the_pytorch_layer_and_gradients(monkeypatch, up, clamp, gain, mode):
+    """Non-fused layers on the CPU run the compiled epilogue; switched off they take the PyTorch path."""
+    torch.manual_seed(7)
+    layer = SynthesisLayer(6, 5, W_DIM, resolution=8, up=up, conv_clamp=clamp).double()
+    with torch.no_grad():
+        layer.bias.normal_()
+        layer.noise_strength.fill_(0.7)
+    x = torch.randn(3, 6, 8 // up, 8 // up, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(3, W_DIM, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(3, 5, 8, 8, dtype=torch.float64)
+    inputs = [x, w, *layer.parameters()]
+    calls = []
+    compiled = layer_epilogue.layer_epilogue
+    monkeypatch.setattr(layer_epilogue, 'layer_epilogue', lambda *args: calls.append(1) or compiled(*args))
+    results = []
+    for use_compiled in (True, False):
+        monkeypatch.setattr(layer_epilogue, 'applies', lambda t, use=use_compiled: use)
+        out = layer(x, w, noise_mode=mode, fused_modconv=False, gain=gain)
+        results.append([out, *torch.autograd.grad(out, inputs, grad, allow_unused=True)])
+    assert len(calls) == 1
+    for index, (a, e) in enumerate(zip(*results)):
+        if e is None:
+            assert a is None or not a.any()
+        else:
+            torch.testing.assert_close(a, e, rtol=1e-10, atol=1e-10, msg=lambda m: f'output/grad {index}: {m}')
 
 
 @pytest.mark.parametrize('fused', [True, False])

@@ -11,7 +11,8 @@ in-place clamp would make autograd save a copy of its input and take four passes
 passes no gradient. Without autograd the clamp runs in place. Other activations, and gains <= 0,
 gain nothing from this and use the reference.
 """
-from typing import Optional
+import math
+from typing import Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -24,14 +25,22 @@ def applies(act: str, alpha: float, gain: float) -> bool:
     return act in HOMOGENEOUS and gain > 0 and (act == 'relu' or alpha > 0)
 
 
+def clamp_bounds(act: str, alpha: float, clamp: float) -> Tuple[float, float]:
+    """(low, high) such that clamp(act(z), -clamp, clamp) = act(clamp(z, low, high)) for relu/lrelu
+    (see applies()); clamp < 0 means none: (-inf, inf)."""
+    if clamp < 0:
+        return -math.inf, math.inf
+    return (-clamp / alpha if act == 'lrelu' else -clamp), clamp
+
+
 def activate_(z: torch.Tensor, act: str, alpha: float, clamp: float) -> torch.Tensor:
     """clamp(act(z), -clamp, clamp) for relu/lrelu (see applies(); clamp < 0: none), overwriting z where it can.
 
     z must be a fresh tensor that autograd has not saved (e.g. the output of an add); shape kept.
     """
     if clamp >= 0:
-        low = -clamp / alpha if act == 'lrelu' else -clamp
-        z = F.hardtanh(z, low, clamp) if z.requires_grad else z.clamp_(low, clamp)
+        low, high = clamp_bounds(act, alpha, clamp)
+        z = F.hardtanh(z, low, high) if z.requires_grad else z.clamp_(low, high)
     return F.leaky_relu_(z, alpha) if act == 'lrelu' else z.relu_()
 
 

@@ -49,6 +49,15 @@ def _check_inputs(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor) -
         raise ValueError(f'styles: expected shape [{batch}, {in_channels}], got {list(styles.shape)}')
 
 
+def modulate_and_convolve(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor, up: int = 1, down: int = 1,
+                          padding: int = 0, resample_filter: Optional[torch.Tensor] = None,
+                          flip_weight: bool = True) -> torch.Tensor:
+    """conv(x * styles, weight) with the resampling: the non-fused form before demodulation, gain and noise."""
+    x = x * styles.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
+    return conv2d_resample.conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down,
+                                           padding=padding, flip_weight=flip_weight)
+
+
 def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor,
                      noise: Optional[torch.Tensor] = None, up: int = 1, down: int = 1, padding: int = 0,
                      resample_filter: Optional[torch.Tensor] = None, demodulate: bool = True,
@@ -67,8 +76,8 @@ def modulated_conv2d(x: torch.Tensor, weight: torch.Tensor, styles: torch.Tensor
     scale = demodulation_coefficients(weight, styles) * gain if demodulate else None   # [N, O] or None
     noise = noise.to(x.dtype) if noise is not None else None
     if not fused_modconv:
-        x = x * styles.to(x.dtype).reshape(batch, -1, 1, 1)
-        x = conv2d_resample.conv2d_resample(x, weight.to(x.dtype), **resample)
+        x = modulate_and_convolve(x, weight, styles, up=up, down=down, padding=padding,
+                                  resample_filter=resample_filter, flip_weight=flip_weight)
         if scale is None:
             x = x * gain if gain != 1 else x
             return x + noise if noise is not None else x

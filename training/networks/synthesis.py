@@ -13,9 +13,10 @@ import torch.nn.functional as F
 
 from torch_utils import persistence
 from torch_utils.ops import bias_act, bias_act_fast, upfirdn2d
+from training.networks import layer_epilogue
 from training.networks.layers import (DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer, check_shape,
                                       compute_dtype, setup_resample_filter)
-from training.networks.modulated_conv import modulated_conv2d
+from training.networks.modulated_conv import demodulation_coefficients, modulate_and_convolve, modulated_conv2d
 
 NOISE_MODES = ('random', 'const', 'none')
 ARCHITECTURES = ('orig', 'skip', 'resnet')
@@ -66,6 +67,17 @@ class SynthesisLayer(torch.nn.Module):
             return bias
         return torch.add(bias, noise.reshape(-1, 1, self.resolution, self.resolution), alpha=gain)
 
+    def _compiled_epilogue(self, x: torch.Tensor, styles: torch.Tensor, noise: Optional[torch.Tensor],
+                           act_gain: float, alpha: float, clamp: float, conv: dict) -> torch.Tensor:
+        """The non-fused layer with demodulation, gain, noise, bias and activation in one compiled pass."""
+        conv = {key: value for key, value in conv.items() if key != 'fused_modconv'}
+        y = modulate_and_convolve(x, self.weight, styles, **conv)
+        scale = demodulation_coefficients(self.weight, styles) * act_gain
+        noise = noise * act_gain if noise is not None else None
+        slope = alpha if self.activation == 'lrelu' else 0.0
+        return layer_epilogue.layer_epilogue(y, scale, self.bias * act_gain, noise,
+                                             *bias_act_fast.clamp_bounds(self.activation, alpha, clamp), slope)
+
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = 'random', fused_modconv: bool = True,
                 gain: float = 1) -> torch.Tensor:
         """x [N, in, R/up, R/up], w [N, w_dim] -> [N, out, R, R].
@@ -83,6 +95,8 @@ class SynthesisLayer(torch.nn.Module):
                     flip_weight=(self.up == 1), fused_modconv=fused_modconv)
         alpha = bias_act.activation_funcs[self.activation].def_alpha
         if bias_act_fast.applies(self.activation, alpha, act_gain):
+            if not fused_modconv and layer_epilogue.applies(x):
+                return self._compiled_epilogue(x, styles, noise, act_gain, alpha, -1 if clamp is None else clamp, conv)
             x = modulated_conv2d(x, self.weight, styles, noise=self._offset(noise, act_gain), gain=act_gain, **conv)
             return bias_act_fast.activate_(x, self.activation, alpha, -1 if clamp is None else clamp)
         x = modulated_conv2d(x, self.weight, styles, noise=noise, **conv)
