@@ -3,7 +3,8 @@
 Usage (from the repository root; the allocator setting matters on the build VMs, see scripts/env.sh):
 
     GLIBC_TUNABLES=glibc.malloc.mmap_threshold=4294967296:glibc.malloc.trim_threshold=4294967296 \\
-        python bench/generator.py [--preset bench] [--threads 2] [--runs 5] [--warmup 2] [--profile] [--device cpu]
+        python bench/generator.py [--preset bench] [--threads 2] [--runs 5] [--warmup 2] [--profile] [--device cpu] \\
+            [--omp-wait-policy {passive,active,default}]
 
 The reference point is machine.md §5: EG3D's public code at the same configuration (the `bench`
 preset: 128^2 output, neural rendering resolution 32, 24 + 24 samples, channel base 4096 / max
@@ -22,8 +23,10 @@ RSS is the process peak after all runs.
 
 An fp32 2048^2 matmul is timed in the same rounds: its GFLOP/s against the figure measured with
 the EG3D anchor tells how much slower the (shared) machine is now, and EG3D's times are printed
-scaled by that factor. OMP_WAIT_POLICY defaults to PASSIVE (set it to override): on a shared
-machine, spinning OpenMP threads otherwise make 2-thread runs several times slower. --profile
+scaled by that factor. OMP_WAIT_POLICY defaults to PASSIVE (set it, or --omp-wait-policy, to
+override): on a shared machine, spinning OpenMP threads otherwise make 2-thread runs several
+times slower. On an idle machine OpenMP's own policy (--omp-wait-policy default, as when the EG3D
+anchor was timed) is about 8 % faster at 2 threads; docs/performance.md compares both. --profile
 adds per-module forward CPU times and the top operators of one forward+backward of each case
 (torch.profiler).
 """
@@ -34,7 +37,29 @@ import statistics
 import sys
 import time
 
-os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # before torch loads OpenMP; see docs/performance.md "Warp"
+# OpenMP reads OMP_WAIT_POLICY once, when torch loads it, so --omp-wait-policy is read here, before that.
+# 'default' leaves the variable unset (OpenMP's own policy: spin a while, then sleep), as when EG3D was timed.
+OMP_POLICIES = {'passive': 'PASSIVE', 'active': 'ACTIVE', 'default': None}
+
+
+def _omp_wait_policy_option(argv) -> str:
+    """The --omp-wait-policy of argv; without one, 'passive' unless OMP_WAIT_POLICY is already set."""
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument('--omp-wait-policy', choices=sorted(OMP_POLICIES))
+    return pre.parse_known_args(argv)[0].omp_wait_policy
+
+
+def _set_omp_wait_policy(option) -> None:
+    """Set (or clear, for 'default') OMP_WAIT_POLICY as the option asks; no option: PASSIVE unless set."""
+    if option is None:
+        os.environ.setdefault('OMP_WAIT_POLICY', 'PASSIVE')   # see docs/performance.md "Warp"
+    elif OMP_POLICIES[option] is None:
+        os.environ.pop('OMP_WAIT_POLICY', None)
+    else:
+        os.environ['OMP_WAIT_POLICY'] = OMP_POLICIES[option]
+
+
+_set_omp_wait_policy(_omp_wait_policy_option(sys.argv[1:]))
 
 import torch  # noqa: E402
 from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
@@ -66,6 +91,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--cases', nargs='+', default=['canonical', 'warp'], choices=['canonical', 'warp'])
     parser.add_argument('--profile', action='store_true', help='per-module times and top operators')
     parser.add_argument('--device', default='cpu')
+    parser.add_argument('--omp-wait-policy', choices=sorted(OMP_POLICIES),
+                        help="OpenMP threads' wait between operators: passive (the default unless OMP_WAIT_POLICY is "
+                             "set; safest on a shared machine), active, or default (unset: OpenMP's own, as for the "
+                             "EG3D anchor)")
     return parser.parse_args(argv)
 
 
@@ -177,7 +206,7 @@ def main(argv=None) -> None:
           f'NRR {preset.neural_rendering_resolution}, '
           f'{preset.depth_resolution}+{preset.depth_resolution_importance} samples, batch {preset.batch_size}, '
           f'{params / 1e6:.2f} M params, threads {torch.get_num_threads()} '
-          f'(OMP_WAIT_POLICY={os.environ["OMP_WAIT_POLICY"]}), device {device}; '
+          f'(OMP_WAIT_POLICY={os.environ.get("OMP_WAIT_POLICY", "unset")}), device {device}; '
           f'warp pose |p| max {pose.abs().max():.3f} rad ({math.degrees(pose.abs().max()):.1f} deg)')
     fns = {f'{case} {kind}': fn for case, pair in cases.items() for kind, fn in zip(('forward', 'fwd+bwd'), pair)}
     gflop = {name: count_gflop(fn) for name, fn in fns.items()}
