@@ -26,7 +26,7 @@ the EG3D anchor tells how much slower the (shared) machine is now, and EG3D's ti
 scaled by that factor. OMP_WAIT_POLICY defaults to PASSIVE (set it, or --omp-wait-policy, to
 override): on a shared machine, spinning OpenMP threads otherwise make 2-thread runs several
 times slower. On an idle machine OpenMP's own policy (--omp-wait-policy default, as when the EG3D
-anchor was timed) is about 8 % faster at 2 threads; docs/performance.md compares both. --profile
+anchor was timed) is about 10 % faster at 2 threads; docs/performance.md compares both. --profile
 adds per-module forward CPU times and the top operators of one forward+backward of each case
 (torch.profiler).
 """
