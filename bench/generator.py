@@ -42,10 +42,18 @@ import time
 OMP_POLICIES = {'passive': 'PASSIVE', 'active': 'ACTIVE', 'default': None}
 
 
+def _add_omp_wait_policy(parser: argparse.ArgumentParser) -> None:
+    """The --omp-wait-policy option (None when not given), in the early parser and in parse_args."""
+    parser.add_argument('--omp-wait-policy', choices=sorted(OMP_POLICIES),
+                        help="OpenMP threads' wait between operators: passive (the default unless OMP_WAIT_POLICY is "
+                             "set; safest on a shared machine), active, or default (unset: OpenMP's own, as for the "
+                             "EG3D anchor)")
+
+
 def _omp_wait_policy_option(argv) -> str:
     """The --omp-wait-policy of argv; without one, 'passive' unless OMP_WAIT_POLICY is already set."""
     pre = argparse.ArgumentParser(add_help=False)
-    pre.add_argument('--omp-wait-policy', choices=sorted(OMP_POLICIES))
+    _add_omp_wait_policy(pre)
     return pre.parse_known_args(argv)[0].omp_wait_policy
 
 
@@ -91,10 +99,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument('--cases', nargs='+', default=['canonical', 'warp'], choices=['canonical', 'warp'])
     parser.add_argument('--profile', action='store_true', help='per-module times and top operators')
     parser.add_argument('--device', default='cpu')
-    parser.add_argument('--omp-wait-policy', choices=sorted(OMP_POLICIES),
-                        help="OpenMP threads' wait between operators: passive (the default unless OMP_WAIT_POLICY is "
-                             "set; safest on a shared machine), active, or default (unset: OpenMP's own, as for the "
-                             "EG3D anchor)")
+    _add_omp_wait_policy(parser)
     return parser.parse_args(argv)
 
 

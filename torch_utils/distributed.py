@@ -45,8 +45,7 @@ def join_process_group(backend: str, init_method: str, rank: int, world_size: in
     it releases the tensors of the last collective. Imported before, it binds None.
     """
     importlib.import_module('torch.distributed.nn')
-    kwargs = {} if timeout is None else dict(timeout=timeout)
-    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size, **kwargs)
+    dist.init_process_group(backend, init_method=init_method, rank=rank, world_size=world_size, timeout=timeout)
 
 
 def all_reduce_mean_(tensors: Iterable[torch.Tensor], ctx: DistContext) -> None:

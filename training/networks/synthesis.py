@@ -68,15 +68,14 @@ class SynthesisLayer(torch.nn.Module):
         return torch.add(bias, noise.reshape(-1, 1, self.resolution, self.resolution), alpha=gain)
 
     def _compiled_epilogue(self, x: torch.Tensor, styles: torch.Tensor, noise: Optional[torch.Tensor],
-                           act_gain: float, alpha: float, clamp: float, conv: dict) -> torch.Tensor:
-        """The non-fused layer with demodulation, gain, noise, bias and activation in one compiled pass."""
-        conv = {key: value for key, value in conv.items() if key != 'fused_modconv'}
-        y = modulate_and_convolve(x, self.weight, styles, **conv)
+                           act_gain: float, alpha: float, clamp: float, resample: dict) -> torch.Tensor:
+        """The non-fused layer with demodulation, gain, noise, bias and activation in one compiled pass
+        (alpha is relu's 0 or lrelu's slope)."""
+        y = modulate_and_convolve(x, self.weight, styles, **resample)
         scale = demodulation_coefficients(self.weight, styles) * act_gain
         noise = noise * act_gain if noise is not None else None
-        slope = alpha if self.activation == 'lrelu' else 0.0
         return layer_epilogue.layer_epilogue(y, scale, self.bias * act_gain, noise,
-                                             *bias_act_fast.clamp_bounds(self.activation, alpha, clamp), slope)
+                                             *bias_act_fast.clamp_bounds(self.activation, alpha, clamp), alpha)
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = 'random', fused_modconv: bool = True,
                 gain: float = 1) -> torch.Tensor:
@@ -91,15 +90,17 @@ class SynthesisLayer(torch.nn.Module):
         noise = self._noise(x, noise_mode)
         clamp = self.conv_clamp * gain if self.conv_clamp is not None else None
         act_gain = self.act_gain * gain
-        conv = dict(up=self.up, padding=self.padding, resample_filter=self.resample_filter,
-                    flip_weight=(self.up == 1), fused_modconv=fused_modconv)
+        resample = dict(up=self.up, padding=self.padding, resample_filter=self.resample_filter,
+                        flip_weight=(self.up == 1))
         alpha = bias_act.activation_funcs[self.activation].def_alpha
         if bias_act_fast.applies(self.activation, alpha, act_gain):
+            fast_clamp = -1 if clamp is None else clamp
             if not fused_modconv and layer_epilogue.applies(x):
-                return self._compiled_epilogue(x, styles, noise, act_gain, alpha, -1 if clamp is None else clamp, conv)
-            x = modulated_conv2d(x, self.weight, styles, noise=self._offset(noise, act_gain), gain=act_gain, **conv)
-            return bias_act_fast.activate_(x, self.activation, alpha, -1 if clamp is None else clamp)
-        x = modulated_conv2d(x, self.weight, styles, noise=noise, **conv)
+                return self._compiled_epilogue(x, styles, noise, act_gain, alpha, fast_clamp, resample)
+            x = modulated_conv2d(x, self.weight, styles, noise=self._offset(noise, act_gain), gain=act_gain,
+                                 fused_modconv=fused_modconv, **resample)
+            return bias_act_fast.activate_(x, self.activation, alpha, fast_clamp)
+        x = modulated_conv2d(x, self.weight, styles, noise=noise, fused_modconv=fused_modconv, **resample)
         return bias_act.bias_act(x, self.bias.to(x.dtype), act=self.activation, gain=act_gain, clamp=clamp)
 
     def extra_repr(self) -> str:
