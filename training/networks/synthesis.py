@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from torch_utils import persistence
 from torch_utils.ops import bias_act, bias_act_fast, upfirdn2d
-from training.networks import layer_epilogue
+from training.networks import layer_epilogue, torgb_skip
 from training.networks.layers import (DEFAULT_RESAMPLE_FILTER, Conv2dLayer, FullyConnectedLayer, check_shape,
                                       compute_dtype, setup_resample_filter)
 from training.networks.modulated_conv import demodulation_coefficients, modulate_and_convolve, modulated_conv2d
@@ -140,13 +140,23 @@ class ToRGBLayer(torch.nn.Module):
         return y.reshape(batch, self.out_channels, *y.shape[2:])
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True,
-                skip: Optional[torch.Tensor] = None) -> torch.Tensor:
+                skip: Optional[torch.Tensor] = None, skip_filter: Optional[torch.Tensor] = None) -> torch.Tensor:
         """x [N, in, H, W], w [N, w_dim] -> clamp(conv(x, weight * styles) + bias) [N, out, H, W].
 
         With `skip` [N, out, H, W] (float32) returns skip + that, in float32 and contiguous: the
         image sum of the skip architecture, added in place into the fresh output where autograd allows.
+        With `skip_filter` too, skip is [N, out, H/2, W/2] and upsampled first,
+        upfirdn2d.upsample2d(skip, skip_filter, up=2): where torgb_skip applies (CPU, 1x1) the
+        upsampling, convolution and sum are one compiled pass.
         """
-        y = self._conv(x, self.affine(w) * self.weight_gain, fused_modconv)
+        styles = self.affine(w) * self.weight_gain
+        if skip is not None and skip_filter is not None:
+            taps = torgb_skip.phase_weights(skip_filter)
+            if torgb_skip.applies(x, skip, self.weight, taps):
+                modulated = self.weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1)
+                return torgb_skip.torgb_skip(x, modulated, self.bias, skip, taps, self.conv_clamp)
+            skip = upfirdn2d.upsample2d(skip, skip_filter, up=2)
+        y = self._conv(x, styles, fused_modconv)
         fresh = not fused_modconv
         if self.conv_clamp is not None:
             y, fresh = F.hardtanh(y, -self.conv_clamp, self.conv_clamp), True   # saves its input, not y
@@ -247,14 +257,19 @@ class SynthesisBlock(torch.nn.Module):
             x = x.to(dtype=dtype, memory_format=memory_format)
             x = self.conv0(x, next(w_iter), fused_modconv=fused, **layer_kwargs)
             x = self.conv1(x, next(w_iter), fused_modconv=fused, **layer_kwargs)
+        adds_image = self.is_last or self.architecture == 'skip'
+        skip_filter = None
         if img is not None and self.up > 1:
-            img = upfirdn2d.upsample2d(img, self.resample_filter, up=self.up)
-        if self.is_last or self.architecture == 'skip':
+            if adds_image and self.up == 2:   # ToRGB upsamples img itself (one compiled pass on the CPU)
+                skip_filter = self.resample_filter
+            else:
+                img = upfirdn2d.upsample2d(img, self.resample_filter, up=self.up)
+        if adds_image:
             if img is None:
                 y = self.torgb(x, next(w_iter), fused_modconv=fused)
                 img = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             else:   # adds into ToRGB's fresh output, never into img: img may be a view autograd saved
-                img = self.torgb(x, next(w_iter), fused_modconv=fused, skip=img)
+                img = self.torgb(x, next(w_iter), fused_modconv=fused, skip=img, skip_filter=skip_filter)
         return x, img
 
     def extra_repr(self) -> str:

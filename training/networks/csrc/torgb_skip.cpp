@@ -1,0 +1,327 @@
+// A skip-architecture ToRGB with its image upsampling, in one pass over memory each way, on the CPU:
+// training/networks/torgb_skip.py.
+//
+//   out[n, o, y, x] = clamp(sum_i wm[n, o, i] * feat[n, i, y, x] + bias[o], low, high) + up(img)[n, o, y, x]
+//
+// feat [N, I, H, W] are the block's features, wm [N, O, I] the modulated 1x1 weights, img [N, O, H/2, W/2]
+// the image so far. up() is a 2x upsampling by a symmetric 4-tap filter, separable, zero outside the
+// image: per axis, output 2m = e0 * s[m - 1] + e1 * s[m] and output 2m + 1 = d0 * s[m] + d1 * s[m + 1].
+//
+// Forward: a work item is one output row (n, y); per channel it accumulates the 1x1 convolution of
+// the I feature rows (in L1), then adds the vertically blended and horizontally upsampled image row.
+// Backward (incoming gradient g): a work item is the output row pair (n, 2m, 2m + 1), contiguous in
+// every channel. It writes d/dfeat of its rows, d/dimg of image row m (from rows 2m - 1 .. 2m + 2,
+// read only) and per-item partial sums for d/dwm and d/dbias, added up in a fixed order afterwards,
+// so results do not depend on the thread count. With a clamp the pre-activation is recomputed.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <cstring>
+#include <vector>
+
+namespace {
+
+constexpr int64_t kRows = 4;  // output rows of a register tile
+constexpr int kVectorBytes = 32;
+
+// A SIMD vector of T (GCC/Clang vector extension: AVX2 under -march=native, smaller registers elsewhere).
+template <typename T>
+struct Simd {
+  typedef T type __attribute__((vector_size(kVectorBytes)));
+  static constexpr int64_t lanes = kVectorBytes / sizeof(T);
+  static type load(const T* p) {
+    type v;
+    std::memcpy(&v, p, sizeof(v));
+    return v;
+  }
+  static void store(T* p, type v) { std::memcpy(p, &v, sizeof(v)); }
+  static type broadcast(T x) { return type{} + x; }
+  static T sum(type v) {
+    T total = T(0);
+    for (int64_t l = 0; l < lanes; ++l) total += v[l];
+    return total;
+  }
+};
+
+// Rows [r0, r0 + R) of small_matmul over the columns [0, full_len) (a multiple of 2 vectors).
+template <int R, typename T>
+inline void matmul_tile(const T* a, int64_t ars, int64_t aks, const T* b, int64_t depth, int64_t len, int64_t full_len,
+                        const T* init, int64_t r0, T* out) {
+  using S = Simd<T>;
+  for (int64_t q0 = 0; q0 < full_len; q0 += 2 * S::lanes) {
+    typename S::type acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = S::broadcast(init ? init[r0 + r] : T(0));
+    for (int64_t k = 0; k < depth; ++k) {
+      const typename S::type b0 = S::load(b + k * len + q0), b1 = S::load(b + k * len + q0 + S::lanes);
+      for (int r = 0; r < R; ++r) {
+        const typename S::type w = S::broadcast(a[(r0 + r) * ars + k * aks]);
+        acc[r][0] += w * b0;
+        acc[r][1] += w * b1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      S::store(out + (r0 + r) * len + q0, acc[r][0]);
+      S::store(out + (r0 + r) * len + q0 + S::lanes, acc[r][1]);
+    }
+  }
+}
+
+// out[r, q] = init[r] (0 without) + sum_k a[r * ars + k * aks] * b[k * len + q] for r < rows, q < len: a
+// small matrix product with b packed (rows len apart), in register tiles of kRows (then 1) rows x 2 vectors;
+// out rows are len apart.
+template <typename T>
+inline void small_matmul(const T* a, int64_t ars, int64_t aks, const T* b, int64_t depth, int64_t rows, int64_t len,
+                         const T* init, T* out) {
+  const int64_t full_rows = rows - rows % kRows, full_len = len - len % (2 * Simd<T>::lanes);
+  for (int64_t r0 = 0; r0 < full_rows; r0 += kRows) matmul_tile<kRows>(a, ars, aks, b, depth, len, full_len, init, r0, out);
+  for (int64_t r0 = full_rows; r0 < rows; ++r0) matmul_tile<1>(a, ars, aks, b, depth, len, full_len, init, r0, out);
+  for (int64_t r = 0; r < rows; ++r)  // the last len % (2 vectors) columns
+    for (int64_t q = full_len; q < len; ++q) {
+      T total = init ? init[r] : T(0);
+      for (int64_t k = 0; k < depth; ++k) total += a[r * ars + k * aks] * b[k * len + q];
+      out[r * len + q] = total;
+    }
+}
+
+// out[r * cols + c] = sum_q a[r * len + q] * b[c * len + q]: the products of rows of a and rows of b.
+template <typename T>
+inline void row_dots(const T* a, const T* b, int64_t rows, int64_t cols, int64_t len, T* out) {
+  using S = Simd<T>;
+  constexpr int64_t kCols = 2;
+  const int64_t full_len = len - len % S::lanes;
+  for (int64_t r0 = 0; r0 < rows; r0 += kRows)
+    for (int64_t c0 = 0; c0 < cols; c0 += kCols) {
+      const int64_t nr = std::min(kRows, rows - r0), nc = std::min(kCols, cols - c0);
+      if (nr == kRows && nc == kCols) {
+        typename S::type acc[kRows][kCols] = {};
+        for (int64_t q = 0; q < full_len; q += S::lanes) {
+          const typename S::type b0 = S::load(b + c0 * len + q), b1 = S::load(b + (c0 + 1) * len + q);
+          for (int64_t r = 0; r < kRows; ++r) {
+            const typename S::type x = S::load(a + (r0 + r) * len + q);
+            acc[r][0] += x * b0;
+            acc[r][1] += x * b1;
+          }
+        }
+        for (int64_t r = 0; r < kRows; ++r)
+          for (int64_t c = 0; c < kCols; ++c) {
+            T total = S::sum(acc[r][c]);
+            for (int64_t q = full_len; q < len; ++q) total += a[(r0 + r) * len + q] * b[(c0 + c) * len + q];
+            out[(r0 + r) * cols + c0 + c] = total;
+          }
+      } else {
+        for (int64_t r = 0; r < nr; ++r)
+          for (int64_t c = 0; c < nc; ++c) {
+            T total = T(0);
+            for (int64_t q = 0; q < len; ++q) total += a[(r0 + r) * len + q] * b[(c0 + c) * len + q];
+            out[(r0 + r) * cols + c0 + c] = total;
+          }
+      }
+    }
+}
+
+template <typename T>
+struct Taps {
+  T e0, e1, d0, d1;
+};
+
+template <typename T>
+struct Shapes {
+  int64_t n, i, o, h, w;
+  int64_t hs() const { return h / 2; }
+  int64_t ws() const { return w / 2; }
+  int64_t p() const { return h * w; }
+};
+
+// dst[c * len + q] = src[c * stride + q] for c < channels, q < len.
+template <typename T>
+inline void pack(const T* src, int64_t stride, int64_t channels, int64_t len, T* dst) {
+  for (int64_t c = 0; c < channels; ++c) std::copy(src + c * stride, src + c * stride + len, dst + c * len);
+}
+
+template <typename T>
+void forward_impl(const T* feat, const T* wm, const T* bias, const T* img, T* out, const Shapes<T>& s,
+                  const Taps<T>& t, T low, T high, bool clamp, int threads) {
+  const int64_t p = s.p(), ws = s.ws(), hs = s.hs();
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> packed(s.i * s.w), acc(kRows * s.w);
+    std::vector<T> blend(ws + 2, T(0));  // blend[0] and blend[ws + 1] stay zero (the image border)
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < s.n * s.h; ++item) {
+      const int64_t b = item / s.h, y = item % s.h, m = y / 2;
+      // Image rows feeding output row y and their weights (a row outside the image weighs nothing).
+      const int64_t r0 = (y % 2 == 0) ? m - 1 : m, r1 = r0 + 1;
+      const T w0 = (r0 >= 0) ? ((y % 2 == 0) ? t.e0 : t.d0) : T(0);
+      const T w1 = (r1 < hs) ? ((y % 2 == 0) ? t.e1 : t.d1) : T(0);
+      pack(feat + b * s.i * p + y * s.w, p, s.i, s.w, packed.data());
+      for (int64_t c0 = 0; c0 < s.o; c0 += kRows) {
+        const int64_t nc = std::min(kRows, s.o - c0);
+        small_matmul(wm + (b * s.o + c0) * s.i, s.i, int64_t(1), packed.data(), s.i, nc, s.w, bias + c0, acc.data());
+        for (int64_t r = 0; r < nc; ++r) {
+          const int64_t c = c0 + r;
+          T* a = acc.data() + r * s.w;
+          if (clamp) {
+#pragma omp simd
+            for (int64_t q = 0; q < s.w; ++q) a[q] = std::min(std::max(a[q], low), high);
+          }
+          const T* plane = img + (b * s.o + c) * hs * ws;
+          const T* row0 = plane + std::max<int64_t>(r0, 0) * ws;
+          const T* row1 = plane + std::min<int64_t>(r1, hs - 1) * ws;
+          T* v = blend.data() + 1;
+#pragma omp simd
+          for (int64_t k = 0; k < ws; ++k) v[k] = w0 * row0[k] + w1 * row1[k];
+          T* dst = out + (b * s.o + c) * p + y * s.w;
+#pragma omp simd
+          for (int64_t k = 0; k < ws; ++k) {
+            dst[2 * k] = a[2 * k] + t.e0 * v[k - 1] + t.e1 * v[k];
+            dst[2 * k + 1] = a[2 * k + 1] + t.d0 * v[k] + t.d1 * v[k + 1];
+          }
+        }
+      }
+    }
+  }
+}
+
+template <typename T>
+void backward_impl(const T* grad, const T* feat, const T* wm, const T* bias, const Shapes<T>& s, const Taps<T>& t,
+                   T low, T high, bool clamp, T* gfeat, T* gwm, T* gbias, T* gimg, int threads) {
+  const int64_t p = s.p(), ws = s.ws(), hs = s.hs(), seg = 2 * s.w;  // a row pair
+  const int64_t items = s.n * hs, wsize = s.o * s.i;
+  std::vector<T> wm_parts(items * wsize), bias_parts(items * s.o);
+#pragma omp parallel num_threads(threads)
+  {
+    // The item's feature rows, its pre-activation gradient per channel, and scratch (packed, seg apart).
+    std::vector<T> packed(s.i * seg), g_pre(s.o * seg), scratch(std::max<int64_t>(s.i, kRows) * seg);
+    std::vector<T> vert(s.w + 2, T(0));  // vert[0] and vert[w + 1] stay zero (the border)
+#pragma omp for schedule(static)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t b = item / hs, m = item % hs, base = 2 * m * s.w;
+      const T* wmb = wm + b * wsize;
+      pack(feat + b * s.i * p + base, p, s.i, seg, packed.data());
+      pack(grad + b * s.o * p + base, p, s.o, seg, g_pre.data());
+      if (clamp) {  // zero the gradient where the clamp held the pre-activation (recomputed)
+        for (int64_t c0 = 0; c0 < s.o; c0 += kRows) {
+          const int64_t nc = std::min(kRows, s.o - c0);
+          small_matmul(wmb + c0 * s.i, s.i, int64_t(1), packed.data(), s.i, nc, seg, bias + c0, scratch.data());
+          for (int64_t r = 0; r < nc; ++r) {
+            const T* z = scratch.data() + r * seg;
+            T* g = g_pre.data() + (c0 + r) * seg;
+#pragma omp simd
+            for (int64_t q = 0; q < seg; ++q) g[q] = (z[q] > low && z[q] < high) ? g[q] : T(0);
+          }
+        }
+      }
+      // d/dfeat[i] = sum_c wm[c, i] g_c over the row pair.
+      small_matmul(wmb, int64_t(1), s.i, g_pre.data(), s.o, s.i, seg, static_cast<const T*>(nullptr),
+                   scratch.data());
+      for (int64_t i = 0; i < s.i; ++i)
+        std::copy(scratch.data() + i * seg, scratch.data() + (i + 1) * seg, gfeat + (b * s.i + i) * p + base);
+      // Partial d/dwm[c, i] = sum g_c feat_i and d/dbias[c] = sum g_c over the row pair.
+      row_dots(g_pre.data(), packed.data(), s.o, s.i, seg, wm_parts.data() + item * wsize);
+      for (int64_t c = 0; c < s.o; ++c) {
+        const T* g = g_pre.data() + c * seg;
+        T total = T(0);
+#pragma omp simd reduction(+ : total)
+        for (int64_t q = 0; q < seg; ++q) total += g[q];
+        bias_parts[item * s.o + c] = total;
+      }
+      // d/dimg row m: the adjoint of the upsampling (output rows 2m - 1 .. 2m + 2, then columns), from the
+      // unclamped incoming gradient (the image bypasses the clamp). Column 0's d1 term reads u[-1] and the
+      // last column's e0 term u[w]: the zero border.
+      const T a_up = (m > 0) ? t.d1 : T(0);         // output row 2m - 1 reads image row m with d1
+      const T a_down = (m + 1 < hs) ? t.e0 : T(0);  // output row 2m + 2 reads image row m with e0
+      for (int64_t c = 0; c < s.o; ++c) {
+        const T* plane = grad + (b * s.o + c) * p;
+        const T* r_even = plane + 2 * m * s.w;        // output row 2m: weight e1
+        const T* r_odd = r_even + s.w;                 // output row 2m + 1: weight d0
+        const T* r_up = plane + std::max<int64_t>(2 * m - 1, 0) * s.w;
+        const T* r_down = plane + std::min<int64_t>(2 * m + 2, s.h - 1) * s.w;
+        T* u = vert.data() + 1;
+#pragma omp simd
+        for (int64_t q = 0; q < s.w; ++q)
+          u[q] = t.e1 * r_even[q] + t.d0 * r_odd[q] + a_up * r_up[q] + a_down * r_down[q];
+        T* dst = gimg + ((b * s.o + c) * hs + m) * ws;
+#pragma omp simd
+        for (int64_t k = 0; k < ws; ++k)
+          dst[k] = t.e1 * u[2 * k] + t.d0 * u[2 * k + 1] + t.d1 * u[2 * k - 1] + t.e0 * u[2 * k + 2];
+      }
+    }
+  }
+  for (int64_t b = 0; b < s.n; ++b)
+    for (int64_t k = 0; k < wsize; ++k) {
+      double total = 0;
+      for (int64_t m = 0; m < hs; ++m) total += wm_parts[(b * hs + m) * wsize + k];
+      gwm[b * wsize + k] = static_cast<T>(total);
+    }
+  for (int64_t c = 0; c < s.o; ++c) {
+    double total = 0;
+    for (int64_t item = 0; item < items; ++item) total += bias_parts[item * s.o + c];
+    gbias[c] = static_cast<T>(total);
+  }
+}
+
+void check(const torch::Tensor& t, const torch::Tensor& like, const char* name, torch::IntArrayRef shape) {
+  TORCH_CHECK(t.device().is_cpu() && t.scalar_type() == like.scalar_type() && t.is_contiguous(), "torgb_skip: ",
+              name, " must be a contiguous CPU tensor of feat's dtype");
+  TORCH_CHECK(t.sizes() == shape, "torgb_skip: ", name, " must have shape ", shape, ", got ", t.sizes());
+}
+
+template <typename T>
+Shapes<T> shapes(const torch::Tensor& feat, const torch::Tensor& wm, const torch::Tensor& bias) {
+  TORCH_CHECK(feat.dim() == 4 && feat.device().is_cpu() && feat.is_contiguous(),
+              "torgb_skip: feat must be a contiguous CPU tensor [N, I, H, W]");
+  TORCH_CHECK(feat.size(2) % 2 == 0 && feat.size(3) % 2 == 0 && feat.size(2) > 0 && feat.size(3) > 0,
+              "torgb_skip: feat's height and width must be even, got ", feat.sizes());
+  TORCH_CHECK(wm.dim() == 3, "torgb_skip: wm must be [N, O, I], got ", wm.sizes());
+  const Shapes<T> s{feat.size(0), feat.size(1), wm.size(1), feat.size(2), feat.size(3)};
+  check(wm, feat, "wm", {s.n, s.o, s.i});
+  check(bias, feat, "bias", {s.o});
+  return s;
+}
+
+template <typename T>
+Taps<T> taps(const std::vector<double>& t) {
+  TORCH_CHECK(t.size() == 4, "torgb_skip: expected 4 phase weights (e0, e1, d0, d1)");
+  return Taps<T>{static_cast<T>(t[0]), static_cast<T>(t[1]), static_cast<T>(t[2]), static_cast<T>(t[3])};
+}
+
+}  // namespace
+
+torch::Tensor forward(torch::Tensor feat, torch::Tensor wm, torch::Tensor bias, torch::Tensor img,
+                      std::vector<double> phase_weights, double low, double high, bool clamp, int64_t threads) {
+  torch::Tensor out = torch::empty({feat.size(0), wm.size(1), feat.size(2), feat.size(3)}, feat.options());
+  AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "torgb_skip_forward", [&] {
+    const Shapes<scalar_t> s = shapes<scalar_t>(feat, wm, bias);
+    check(img, feat, "img", {s.n, s.o, s.hs(), s.ws()});
+    const Taps<scalar_t> t = taps<scalar_t>(phase_weights);
+    pybind11::gil_scoped_release release;
+    forward_impl(feat.data_ptr<scalar_t>(), wm.data_ptr<scalar_t>(), bias.data_ptr<scalar_t>(),
+                 img.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), s, t, static_cast<scalar_t>(low),
+                 static_cast<scalar_t>(high), clamp, static_cast<int>(threads));
+  });
+  return out;
+}
+
+// (d/dfeat, d/dwm, d/dbias, d/dimg).
+std::vector<torch::Tensor> backward(torch::Tensor grad, torch::Tensor feat, torch::Tensor wm, torch::Tensor bias,
+                                    std::vector<double> phase_weights, double low, double high, bool clamp,
+                                    int64_t threads) {
+  torch::Tensor gfeat = torch::empty_like(feat), gwm = torch::empty_like(wm), gbias = torch::empty_like(bias);
+  torch::Tensor gimg = torch::empty({feat.size(0), wm.size(1), feat.size(2) / 2, feat.size(3) / 2}, feat.options());
+  AT_DISPATCH_FLOATING_TYPES(feat.scalar_type(), "torgb_skip_backward", [&] {
+    const Shapes<scalar_t> s = shapes<scalar_t>(feat, wm, bias);
+    check(grad, feat, "grad", {s.n, s.o, s.h, s.w});
+    const Taps<scalar_t> t = taps<scalar_t>(phase_weights);
+    pybind11::gil_scoped_release release;
+    backward_impl(grad.data_ptr<scalar_t>(), feat.data_ptr<scalar_t>(), wm.data_ptr<scalar_t>(),
+                  bias.data_ptr<scalar_t>(), s, t, static_cast<scalar_t>(low), static_cast<scalar_t>(high), clamp,
+                  gfeat.data_ptr<scalar_t>(), gwm.data_ptr<scalar_t>(), gbias.data_ptr<scalar_t>(),
+                  gimg.data_ptr<scalar_t>(), static_cast<int>(threads));
+  });
+  return {gfeat, gwm, gbias, gimg};
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("forward", &forward, "clamp(1x1 conv(feat, wm) + bias) + upsample2x(img) [N, O, H, W]");
+  m.def("backward", &backward, "(d/dfeat, d/dwm, d/dbias, d/dimg) of the forward");
+}
