@@ -19,7 +19,7 @@ from typing import List, NamedTuple, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from . import polyphase
+from . import fir_filter_cpu, polyphase
 
 
 _MAX_2D_TAPS = 16   # separable filters with more taps than this run as two 1-D convolutions
@@ -96,17 +96,20 @@ def _conv_padding(length: int, pad0: int, pad1: int, taps: int, stride: int) -> 
 
 
 def _strided_conv(x: torch.Tensor, spec: _Spec) -> torch.Tensor:
-    """No upsampling: a depthwise correlation evaluated only at the kept samples (stride = down).
+    """No upsampling: a correlation evaluated only at the kept samples (stride = down).
 
-    With nothing to interleave, the library's depthwise convolution beats elementwise passes,
+    Separable filters on the CPU run compiled (fir_filter_cpu.py, at memory speed). Otherwise,
+    with nothing to interleave, the library's depthwise convolution beats elementwise passes,
     and its stride skips the (down^2 - 1) / down^2 outputs the reference computes and discards.
     """
     (downx, downy), (px0, px1, py0, py1) = spec.down, spec.padding
     fw, fh = spec.filter_size()
     h, w = x.shape[2], x.shape[3]
+    out_h, out_w = (h + py0 + py1 - fh) // downy + 1, (w + px0 + px1 - fw) // downx + 1
+    if spec.taps_2d is None and fir_filter_cpu.applies(x):
+        return fir_filter_cpu.fir_filter(x, spec.taps_y, spec.taps_x, spec.down, spec.padding, (out_h, out_w))
     cy0, cy1, pady, offy = _conv_padding(h, py0, py1, fh, downy)
     cx0, cx1, padx, offx = _conv_padding(w, px0, px1, fw, downx)
-    out_h, out_w = (h + py0 + py1 - fh) // downy + 1, (w + px0 + px1 - fw) // downx + 1
     if -py0 >= h or -px0 >= w:   # the crop removes the whole input: every window sees padding only
         return x.new_zeros([x.shape[0], x.shape[1], out_h, out_w])
     x = x[:, :, cy0:h - cy1, cx0:w - cx1]

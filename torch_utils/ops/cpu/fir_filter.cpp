@@ -1,0 +1,105 @@
+// A separable FIR filter with optional downsampling and zero padding, for upfirdn2d_fast's
+// no-upsampling path on the CPU (torch_utils/ops/fir_filter_cpu.py):
+//
+//   out[n, c, y, x] = sum_a sum_b ty[a] tx[b] in[n, c, y * dy + a - py0, x * dx + b - px0]
+//
+// with in = 0 outside the image (so a negative padding crops). Per output row it sums the taps'
+// input rows into a row buffer with zero margins (one vectorised pass), then runs the horizontal
+// taps over that buffer (vectorised for 4 taps and down 1 or 2, StyleGAN2's cases). A work item is one (n, c) plane. No reductions: the result is the same on
+// any number of threads.
+#include <torch/extension.h>
+
+#include <algorithm>
+#include <vector>
+
+namespace {
+
+// dst[q] = sum_k taps[k] * rows[k][q] for q < len, in one pass (rows outside the image point at zeros).
+template <typename T>
+inline void combine_rows(const std::vector<const T*>& rows, const std::vector<T>& taps, int64_t len, T* dst) {
+  if (rows.size() == 4) {
+    const T *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3];
+    const T t0 = taps[0], t1 = taps[1], t2 = taps[2], t3 = taps[3];
+#pragma omp simd
+    for (int64_t q = 0; q < len; ++q) dst[q] = t0 * r0[q] + t1 * r1[q] + t2 * r2[q] + t3 * r3[q];
+    return;
+  }
+#pragma omp simd
+  for (int64_t q = 0; q < len; ++q) dst[q] = taps[0] * rows[0][q];
+  for (size_t k = 1; k < rows.size(); ++k) {
+    const T tap = taps[k];
+    const T* r = rows[k];
+#pragma omp simd
+    for (int64_t q = 0; q < len; ++q) dst[q] += tap * r[q];
+  }
+}
+
+template <typename T>
+void filter_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, int64_t out_h, int64_t out_w,
+                 const std::vector<T>& ty, const std::vector<T>& tx, int64_t dy, int64_t dx, int64_t py0, int64_t px0,
+                 int threads) {
+  const int64_t ny = ty.size(), nx = tx.size();
+  // Row buffer: input columns [-left, w + right) with zeros outside [0, w).
+  const int64_t left = std::max<int64_t>(px0, 0);
+  const int64_t right = std::max<int64_t>((out_w - 1) * dx + nx - 1 - px0 - (w - 1), 0);
+  const std::vector<T> zeros(w, T(0));
+#pragma omp parallel num_threads(threads)
+  {
+    std::vector<T> buffer(left + w + right, T(0));
+    std::vector<const T*> rows(ny);
+    T* row = buffer.data() + left;  // row[-left .. w + right)
+#pragma omp for schedule(static)
+    for (int64_t plane = 0; plane < planes; ++plane) {
+      const T* src = in + plane * h * w;
+      T* dst = out + plane * out_h * out_w;
+      for (int64_t y = 0; y < out_h; ++y) {
+        for (int64_t a = 0; a < ny; ++a) {
+          const int64_t yi = y * dy + a - py0;
+          rows[a] = (yi < 0 || yi >= h) ? zeros.data() : src + yi * w;
+        }
+        combine_rows(rows, ty, w, row);
+        T* o = dst + y * out_w;
+        const T* base = row - px0;  // base[x * dx + b] is input column x * dx + b - px0
+        if (dx == 1 && nx == 4) {
+          const T t0 = tx[0], t1 = tx[1], t2 = tx[2], t3 = tx[3];
+#pragma omp simd
+          for (int64_t x = 0; x < out_w; ++x) o[x] = t0 * base[x] + t1 * base[x + 1] + t2 * base[x + 2] + t3 * base[x + 3];
+        } else if (dx == 2 && nx == 4) {
+          const T t0 = tx[0], t1 = tx[1], t2 = tx[2], t3 = tx[3];
+#pragma omp simd
+          for (int64_t x = 0; x < out_w; ++x)
+            o[x] = t0 * base[2 * x] + t1 * base[2 * x + 1] + t2 * base[2 * x + 2] + t3 * base[2 * x + 3];
+        } else {
+          for (int64_t x = 0; x < out_w; ++x) {
+            T total = T(0);
+            for (int64_t b = 0; b < nx; ++b) total += tx[b] * base[x * dx + b];
+            o[x] = total;
+          }
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
+// x [N, C, H, W] contiguous -> [N, C, out_h, out_w]; taps in correlation order.
+torch::Tensor filter(torch::Tensor x, std::vector<double> taps_y, std::vector<double> taps_x, int64_t down_y,
+                     int64_t down_x, int64_t pad_y0, int64_t pad_x0, int64_t out_h, int64_t out_w, int64_t threads) {
+  TORCH_CHECK(x.dim() == 4 && x.device().is_cpu() && x.is_contiguous(),
+              "fir_filter: x must be a contiguous CPU tensor [N, C, H, W]");
+  TORCH_CHECK(!taps_y.empty() && !taps_x.empty() && down_y >= 1 && down_x >= 1 && out_h >= 1 && out_w >= 1,
+              "fir_filter: expected taps, down >= 1 and a non-empty output");
+  torch::Tensor out = torch::empty({x.size(0), x.size(1), out_h, out_w}, x.options());
+  AT_DISPATCH_FLOATING_TYPES(x.scalar_type(), "fir_filter", [&] {
+    const std::vector<scalar_t> ty(taps_y.begin(), taps_y.end()), tx(taps_x.begin(), taps_x.end());
+    pybind11::gil_scoped_release release;
+    filter_impl(x.data_ptr<scalar_t>(), out.data_ptr<scalar_t>(), x.size(0) * x.size(1), x.size(2), x.size(3), out_h,
+                out_w, ty, tx, down_y, down_x, pad_y0, pad_x0, static_cast<int>(threads));
+  });
+  return out;
+}
+
+PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
+  m.def("filter", &filter, "separable FIR filter with downsampling and zero padding");
+}
