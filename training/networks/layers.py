@@ -11,7 +11,7 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from torch_utils.ops import bias_act, bias_act_fast, conv2d_resample, upfirdn2d
+from torch_utils.ops import bias_act, bias_act_fast, conv2d_resample, softplus_cpu, upfirdn2d
 
 DEFAULT_RESAMPLE_FILTER = (1, 3, 3, 1)
 
@@ -64,7 +64,8 @@ class FullyConnectedLayer(torch.nn.Module):
         """x: [N, in_features] -> [N, out_features].
 
         With a bias, the product and the bias are one addmm; relu/lrelu then fold their gain into
-        it too (act(z) g = act(g z)) and run in place, other activations run on the addmm output.
+        it too (act(z) g = act(g z)) and run in place, softplus on float CPU tensors runs compiled in
+        place (torch_utils/ops/softplus_cpu.py), other activations run on the addmm output.
         """
         w = self.weight.to(x.dtype) * self.weight_gain
         b = self.bias
@@ -78,6 +79,8 @@ class FullyConnectedLayer(torch.nn.Module):
             y = torch.addmm(b.unsqueeze(0) * spec.def_gain, x, w.t(), alpha=spec.def_gain)
             return bias_act_fast.activate_(y, self.activation, spec.def_alpha, -1)
         y = torch.addmm(b.unsqueeze(0), x, w.t())
+        if self.activation == 'softplus' and softplus_cpu.applies(y):
+            return softplus_cpu.softplus_(y)   # compiled, in place on the fresh product
         return y if self.activation == 'linear' else bias_act.bias_act(y, None, act=self.activation)
 
     def extra_repr(self) -> str:
