@@ -108,7 +108,8 @@ class TriGridSampler:
     """Canonical points [N, P, 3] (metres) -> mean tri-grid features [N, P, C] for one set of planes.
 
     One sampler serves every ray chunk and both passes of a render: the texel table of 'gather',
-    'cpp' and 'cuda' is built on its first use and reused.
+    'cpp' and 'cuda' is built on its first use and reused, and the compiled samplers' calls add
+    their planes gradients into one buffer (trigrid_cpp.sample_chained).
     """
 
     def __init__(self, planes: torch.Tensor, depth: int, box_warp: float, impl: str = 'auto'):
@@ -116,6 +117,7 @@ class TriGridSampler:
         resolve_sampler(impl, planes, 0, depth)   # rejects an unknown impl or device now rather than at the first call
         self.planes, self.depth, self.scale, self.impl = planes, depth, 2 / box_warp, impl
         self._tables = {}
+        self._token = None   # the compiled samplers' chain (trigrid_cpp.sample_chained)
 
     def _table(self, kind: str) -> torch.Tensor:
         """The cached texel table of sampler `kind` ('gather' or a compiled one)."""
@@ -130,8 +132,10 @@ class TriGridSampler:
         kind = resolve_sampler(self.impl, self.planes, points.shape[1], self.depth)
         if kind == 'gather':
             return trigrid_gather.gather_trigrid(self._table(kind), coords, self.planes.shape, self.depth)
-        if kind in COMPILED_DEVICES:
-            return trigrid_cpp.sample(self.planes, self._table('compiled'), coords).to(self.planes.dtype)
+        if kind in COMPILED_DEVICES:   # calls are chained: one planes gradient for all of them
+            features, self._token = trigrid_cpp.sample_chained(self.planes, self._table('compiled'), coords,
+                                                               self._token)
+            return features.to(self.planes.dtype)
         return _grid_sample_trigrid(self.planes, coords, self.depth)
 
 

@@ -10,7 +10,9 @@ chunked render equals the unchunked one (up to float rounding: matrix products a
 differently, and 'auto' may pick another tri-grid sampler for the smaller calls).
 
 Chunking bounds memory only without autograd (inference): with gradients, every chunk's graph
-is kept, and each chunk adds one dense plane-sized gradient in the backward pass.
+is kept. With the compiled samplers the chunks' (and passes') planes gradients are added in place
+into one buffer (trigrid_cpp.sample_chained); the PyTorch samplers return one dense plane-sized
+gradient per chunk and pass, which autograd adds up.
 """
 from typing import Callable, Dict, NamedTuple, Optional, Tuple
 

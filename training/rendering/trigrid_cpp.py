@@ -17,7 +17,7 @@ The plugins are built lazily through torch_utils.custom_ops.get_plugin: a failed
 line, is cached for the process, and makes `available` false (planes.py then uses a PyTorch path).
 """
 import os
-from typing import Optional
+from typing import Optional, Tuple
 
 import torch
 from torch.autograd.function import once_differentiable
@@ -61,34 +61,58 @@ def texel_table(planes: torch.Tensor, depth: int) -> torch.Tensor:
 
 
 class _TriGridSample(torch.autograd.Function):
-    """Mean tri-grid features [N, P, C] of planes (read through their table) at normalised coords [N, P, 3]."""
+    """Mean tri-grid features [N, P, C] of planes (read through their table) at normalised coords [N, P, 3].
+
+    Also returns a planes-shaped token (zeros, no memory) that a later call on the same planes takes as
+    its `source` instead of the planes. The later call's backward returns its planes gradient through the
+    token, and this call adds its own into that buffer in place (CPU): several calls on one set of planes
+    (the coarse and fine passes, ray chunks) leave one planes gradient, not several for autograd to add.
+    """
 
     @staticmethod
-    def forward(ctx, planes, table, coords):
+    def forward(ctx, source, table, coords, planes_need_grad):
+        ctx.set_materialize_grads(False)
         ctx.save_for_backward(table, coords)
-        ctx.planes_shape, ctx.planes_dtype = planes.shape, planes.dtype
+        ctx.planes_shape, ctx.planes_dtype, ctx.planes_need_grad = source.shape, source.dtype, planes_need_grad
         plugin = _plugin(table.device.type)
         if table.device.type == 'cpu':
-            return plugin.forward(table, coords, torch.get_num_threads())
-        return plugin.forward(table, coords)
+            features = plugin.forward(table, coords, torch.get_num_threads())
+        else:
+            features = plugin.forward(table, coords)
+        return features, source.new_zeros(()).expand(source.shape)
 
     @staticmethod
     @once_differentiable
-    def backward(ctx, grad):
+    def backward(ctx, grad, grad_later):
         table, coords = ctx.saved_tensors
-        need_planes, _, need_coords = ctx.needs_input_grad
+        need_planes = ctx.needs_input_grad[0] and ctx.planes_need_grad
+        need_coords = ctx.needs_input_grad[2] and grad is not None
+        if grad is None:   # only later calls' planes gradient: pass it on
+            return (grad_later if need_planes else None), None, None, None
         plugin = _plugin(table.device.type)
         grad = grad.contiguous()
         grad_planes = grad_coords = None
         if table.device.type == 'cpu':
+            into = grad_later if (need_planes and grad_later is not None and grad_later.dtype == table.dtype
+                                  and grad_later.is_contiguous()) else None
             grad_planes, grad_coords = plugin.backward(table, coords, grad, need_planes, need_coords,
-                                                       torch.get_num_threads())
+                                                       torch.get_num_threads(), into if into is not None
+                                                       else table.new_empty(0))
+            if need_planes and into is None and grad_later is not None:
+                grad_planes = grad_later + grad_planes.to(grad_later.dtype)
         else:
             grad_table, grad_coords = plugin.backward(table, coords, grad, need_planes, need_coords)
             if need_planes:
                 grad_planes = grad_table.permute(0, 1, 5, 4, 2, 3).reshape(ctx.planes_shape)
+                if grad_later is not None:
+                    grad_planes = grad_later + grad_planes.to(grad_later.dtype)
         return ((grad_planes.to(ctx.planes_dtype) if need_planes else None), None,
-                (grad_coords if need_coords else None))
+                (grad_coords if need_coords else None), None)
+
+
+def _check_coords(table: torch.Tensor, coords: torch.Tensor) -> None:
+    if coords.ndim != 3 or coords.shape[0] != table.shape[0] or coords.shape[2] != 3:
+        raise ValueError(f'coords: expected [{table.shape[0]}, P, 3], got {list(coords.shape)}')
 
 
 def sample(planes: torch.Tensor, table: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -96,6 +120,15 @@ def sample(planes: torch.Tensor, table: torch.Tensor, coords: torch.Tensor) -> t
     coords [N, P, 3] in [-1, 1] (outside: zero padding); `table` = texel_table(planes, D).
 
     Gradients flow to `planes` and `coords` (first order)."""
-    if coords.ndim != 3 or coords.shape[0] != table.shape[0] or coords.shape[2] != 3:
-        raise ValueError(f'coords: expected [{table.shape[0]}, P, 3], got {list(coords.shape)}')
-    return _TriGridSample.apply(planes, table, coords.to(table.dtype).contiguous())
+    return sample_chained(planes, table, coords, None)[0]
+
+
+def sample_chained(planes: torch.Tensor, table: torch.Tensor, coords: torch.Tensor,
+                   token: Optional[torch.Tensor]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """sample() for one of several calls on the same planes and table: (features, token for the next call).
+
+    Pass token=None to the first call and each call's token to the next; the planes gradient of all calls
+    then reaches `planes` as one tensor, summed in place (see _TriGridSample)."""
+    _check_coords(table, coords)
+    return _TriGridSample.apply(planes if token is None else token, table, coords.to(table.dtype).contiguous(),
+                                planes.requires_grad)

@@ -101,11 +101,11 @@ void trigrid_zero_run(const TriGridArgs<T>& a, int64_t m, int64_t h, int64_t w0,
   for (int64_t l = 0; l < column; ++l) std::fill(base + l * line, base + l * line + count, T(0));
 }
 
-// Copies the column sums acc [count, D * C] of texels (h, w0 .. w0 + count) of plane m into grad_planes,
-// kBlock x kBlock blocks at a time (a few output lines in flight rather than C * D).
+// Copies (or with `accumulate` adds) the column sums acc [count, D * C] of texels (h, w0 .. w0 + count) of
+// plane m into grad_planes, kBlock x kBlock blocks at a time (a few output lines in flight rather than C * D).
 template <typename T>
 void trigrid_store_run(const TriGridArgs<T>& a, const T* acc, int64_t m, int64_t h, int64_t w0, int64_t count,
-                       T* grad_planes) {
+                       bool accumulate, T* grad_planes) {
   constexpr int64_t kBlock = 8;
   const int64_t column = a.d * a.c, line = a.h * a.w;
   T* base = grad_planes + m * column * line + h * a.w + w0;
@@ -116,14 +116,19 @@ void trigrid_store_run(const TriGridArgs<T>& a, const T* acc, int64_t m, int64_t
         for (int64_t i = 0; i < cn; ++i) {
           T* dst = base + ((c0 + i) * a.d + z) * line + j0;
           const T* src = acc + j0 * column + z * a.c + c0 + i;
-          for (int64_t j = 0; j < jn; ++j) dst[j] = src[j * column];
+          if (accumulate) {
+            for (int64_t j = 0; j < jn; ++j) dst[j] += src[j * column];
+          } else {
+            for (int64_t j = 0; j < jn; ++j) dst[j] = src[j * column];
+          }
         }
       }
 }
 
-// d loss / d planes [N, 3, C*D, H, W] into grad_planes (every element written), `threads` OpenMP threads.
+// d loss / d planes [N, 3, C*D, H, W] into grad_planes (every element written), or with `accumulate` added
+// to it (texels no point reaches are left alone), `threads` OpenMP threads.
 template <typename T>
-void trigrid_planes_grad(const TriGridArgs<T>& a, T* grad_planes, int threads) {
+void trigrid_planes_grad(const TriGridArgs<T>& a, bool accumulate, T* grad_planes, int threads) {
   constexpr int64_t kBandRows = 8;  // texel rows per work item
   constexpr int64_t kRun = 64;      // texel columns gathered before one transposed store
   const int64_t planes = a.n * kTriGridPlanes, bands = (a.h + kBandRows - 1) / kBandRows, column = a.d * a.c;
@@ -141,12 +146,12 @@ void trigrid_planes_grad(const TriGridArgs<T>& a, T* grad_planes, int threads) {
         for (int64_t w0 = 0; w0 < a.w; w0 += kRun) {
           const int64_t count = std::min(kRun, a.w - w0);
           if (trigrid_run_is_empty(a, bins[m], h, w0, count)) {
-            trigrid_zero_run(a, m, h, w0, count, grad_planes);
+            if (!accumulate) trigrid_zero_run(a, m, h, w0, count, grad_planes);
             continue;
           }
           for (int64_t j = 0; j < count; ++j)
             trigrid_gather_column(a, bins[m], m / kTriGridPlanes, h, w0 + j, acc.data() + j * column);
-          trigrid_store_run(a, acc.data(), m, h, w0, count, grad_planes);
+          trigrid_store_run(a, acc.data(), m, h, w0, count, accumulate, grad_planes);
         }
     }
   }

@@ -143,24 +143,32 @@ torch::Tensor forward(torch::Tensor table, torch::Tensor coords, int64_t threads
 }
 
 // d loss / d features [N, P, C] -> (d loss / d planes [N, 3, C*D, H, W], d loss / d coords [N, P, 3]);
-// each is computed only if asked for (else an empty tensor).
+// each is computed only if asked for (else an empty tensor). A non-empty `accumulate_into` (a contiguous
+// planes-shaped tensor of the table's dtype) receives the planes gradient added in place and is returned.
 std::vector<torch::Tensor> backward(torch::Tensor table, torch::Tensor coords, torch::Tensor grad, bool need_planes,
-                                    bool need_coords, int64_t threads) {
+                                    bool need_coords, int64_t threads, torch::Tensor accumulate_into) {
   check_operands(table, coords);
   TORCH_CHECK(coords.size(1) < (int64_t(1) << 31), "trigrid_sample: at most 2^31 - 1 points per batch element");
   TORCH_CHECK(grad.sizes() == torch::IntArrayRef({coords.size(0), coords.size(1), table.size(5)}) &&
               grad.is_contiguous() && grad.scalar_type() == table.scalar_type(),
               "trigrid_sample: grad must be contiguous [N, P, C] of the table's dtype, got ", grad.sizes());
   const int64_t n = table.size(0), h = table.size(2), w = table.size(3), d = table.size(4), c = table.size(5);
-  torch::Tensor grad_planes = need_planes ? torch::empty({n, kTriGridPlanes, c * d, h, w}, table.options())
-                                          : torch::empty({0}, table.options());
+  const bool accumulate = need_planes && accumulate_into.numel() > 0;
+  if (accumulate)
+    TORCH_CHECK(accumulate_into.sizes() == torch::IntArrayRef({n, kTriGridPlanes, c * d, h, w}) &&
+                    accumulate_into.is_contiguous() && accumulate_into.scalar_type() == table.scalar_type() &&
+                    accumulate_into.device().is_cpu(),
+                "trigrid_sample: accumulate_into must be a contiguous planes-shaped CPU tensor of the table's dtype");
+  torch::Tensor grad_planes = accumulate ? accumulate_into
+                              : need_planes ? torch::empty({n, kTriGridPlanes, c * d, h, w}, table.options())
+                                            : torch::empty({0}, table.options());
   torch::Tensor grad_coords = need_coords ? torch::empty_like(coords) : torch::empty({0}, coords.options());
   AT_DISPATCH_FLOATING_TYPES(table.scalar_type(), "trigrid_backward", [&] {
     TriGridArgs<scalar_t> a = make_args<scalar_t>(table, coords);
     a.grad = grad.data_ptr<scalar_t>();
     pybind11::gil_scoped_release release;
     if (need_coords) coords_grad(a, grad_coords.data_ptr<scalar_t>(), static_cast<int>(threads));
-    if (need_planes) trigrid_planes_grad(a, grad_planes.data_ptr<scalar_t>(), static_cast<int>(threads));
+    if (need_planes) trigrid_planes_grad(a, accumulate, grad_planes.data_ptr<scalar_t>(), static_cast<int>(threads));
   });
   return {grad_planes, grad_coords};
 }
