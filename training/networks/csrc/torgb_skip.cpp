@@ -7,12 +7,14 @@
 // the image so far. up() is a 2x upsampling by a symmetric 4-tap filter, separable, zero outside the
 // image: per axis, output 2m = e0 * s[m - 1] + e1 * s[m] and output 2m + 1 = d0 * s[m] + d1 * s[m + 1].
 //
-// Forward: a work item is one output row (n, y); per channel it accumulates the 1x1 convolution of
-// the I feature rows (in L1), then adds the vertically blended and horizontally upsampled image row.
-// Backward (incoming gradient g): a work item is the output row pair (n, 2m, 2m + 1), contiguous in
-// every channel. It writes d/dfeat of its rows, d/dimg of image row m (from rows 2m - 1 .. 2m + 2,
-// read only) and per-item partial sums for d/dwm and d/dbias, added up in a fixed order afterwards,
-// so results do not depend on the thread count. With a clamp the pre-activation is recomputed.
+// Forward: a work item is one output row (n, y). Its I feature rows are packed (they lie a plane apart,
+// which would put them in one cache set), the 1x1 convolution runs in register tiles of 4 channels x 2
+// vectors (small_matmul), and the vertically blended, horizontally upsampled image row is added before
+// the store. Backward (incoming gradient g): a work item is the output row pair (n, 2m, 2m + 1),
+// contiguous in every channel. It packs the pair's g and features, writes d/dfeat of its rows (a small
+// matrix product), d/dimg of image row m (from rows 2m - 1 .. 2m + 2, read only) and per-item partial
+// sums for d/dwm (row_dots) and d/dbias, added up in a fixed order afterwards, so results do not
+// depend on the thread count. With a clamp the pre-activation is recomputed.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -24,7 +26,8 @@ namespace {
 constexpr int64_t kRows = 4;  // output rows of a register tile
 constexpr int kVectorBytes = 32;
 
-// A SIMD vector of T (GCC/Clang vector extension: AVX2 under -march=native, smaller registers elsewhere).
+// A 32-byte SIMD vector of T (GCC/Clang vector extension: AVX2 registers under -march=native, split into
+// smaller ones where the CPU has none).
 template <typename T>
 struct Simd {
   typedef T type __attribute__((vector_size(kVectorBytes)));
