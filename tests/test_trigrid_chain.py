@@ -7,7 +7,8 @@ from test_trigrid_cpp import random_case
 from training.rendering import trigrid_cpp
 from training.rendering.planes import TriGridSampler, _grid_sample_trigrid
 
-needs_plugin = pytest.mark.skipif(not trigrid_cpp.available('cpu'), reason='the trigrid_sample CPU plugin is unavailable')
+needs_plugin = pytest.mark.skipif(not trigrid_cpp.available('cpu'),
+                                  reason='the trigrid_sample CPU plugin is unavailable')
 DEPTH = 3
 
 

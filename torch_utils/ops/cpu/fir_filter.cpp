@@ -5,8 +5,8 @@
 //
 // with in = 0 outside the image (so a negative padding crops). Per output row it sums the taps'
 // input rows into a row buffer with zero margins (one vectorised pass), then runs the horizontal
-// taps over that buffer (vectorised for 4 taps and down 1 or 2, StyleGAN2's cases). A work item is one (n, c) plane. No reductions: the result is the same on
-// any number of threads.
+// taps over that buffer (vectorised for 4 taps and down 1 or 2, StyleGAN2's cases). A work item is
+// one (n, c) plane. No reductions: the result is the same on any number of threads.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -63,7 +63,8 @@ void filter_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, int6
         if (dx == 1 && nx == 4) {
           const T t0 = tx[0], t1 = tx[1], t2 = tx[2], t3 = tx[3];
 #pragma omp simd
-          for (int64_t x = 0; x < out_w; ++x) o[x] = t0 * base[x] + t1 * base[x + 1] + t2 * base[x + 2] + t3 * base[x + 3];
+          for (int64_t x = 0; x < out_w; ++x)
+            o[x] = t0 * base[x] + t1 * base[x + 1] + t2 * base[x + 2] + t3 * base[x + 3];
         } else if (dx == 2 && nx == 4) {
           const T t0 = tx[0], t1 = tx[1], t2 = tx[2], t3 = tx[3];
 #pragma omp simd

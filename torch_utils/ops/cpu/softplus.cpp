@@ -24,8 +24,8 @@ inline float bits_to_float(int32_t bits) {
   return f;
 }
 
-// exp(x) for x <= 0 (x clamped at -87, where exp is 1.6e-38): x = n ln2 + r, |r| <= ln2 / 2, exp(r) by its degree-6 Taylor
-// polynomial (relative error < 1.3e-7), times 2^n built in the exponent bits.
+// exp(x) for x <= 0 (x clamped at -87, where exp is 1.6e-38): x = n ln2 + r, |r| <= ln2 / 2, exp(r) by
+// its degree-6 Taylor polynomial (relative error < 1.3e-7), times 2^n built in the exponent bits.
 inline float exp_nonpositive(float x) {
   x = x < -87.0f ? -87.0f : x;
   const float shifter = 12582912.0f;  // 1.5 * 2^23: adding and subtracting it rounds to an integer

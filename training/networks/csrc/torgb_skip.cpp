@@ -10,11 +10,12 @@
 // Forward: a work item is one output row (n, y). Its I feature rows are packed (they lie a plane apart,
 // which would put them in one cache set), the 1x1 convolution runs in register tiles of 4 channels x 2
 // vectors (small_matmul), and the vertically blended, horizontally upsampled image row is added before
-// the store. Backward (incoming gradient g): a work item is the output row pair (n, 2m, 2m + 1),
-// contiguous in every channel. It packs the pair's g and features, writes d/dfeat of its rows (a small
-// matrix product), d/dimg of image row m (from rows 2m - 1 .. 2m + 2, read only) and per-item partial
-// sums for d/dwm (row_dots) and d/dbias, added up in a fixed order afterwards, so results do not
-// depend on the thread count. With a clamp the pre-activation is recomputed.
+// the store. Backward (incoming gradient g): a work item is kPairs output row pairs (n, 2m, 2m + 1) of
+// one batch element, each pair contiguous in every channel. Per pair it packs g and the features,
+// writes d/dfeat of the pair's rows (a small matrix product) and d/dimg of image row m (from rows
+// 2m - 1 .. 2m + 2, read only), and adds to the item's partial sums for d/dwm (row_dots) and d/dbias;
+// the partials are added up in a fixed order afterwards, so results do not depend on the thread
+// count. With a clamp the pre-activation is recomputed.
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -23,7 +24,8 @@
 
 namespace {
 
-constexpr int64_t kRows = 4;  // output rows of a register tile
+constexpr int64_t kRows = 4;   // output rows of a register tile
+constexpr int64_t kPairs = 8;  // output row pairs per backward work item (they share its partial sums)
 constexpr int kVectorBytes = 32;
 
 // A 32-byte SIMD vector of T (GCC/Clang vector extension: AVX2 registers under -march=native, split into
@@ -76,7 +78,8 @@ template <typename T>
 inline void small_matmul(const T* a, int64_t ars, int64_t aks, const T* b, int64_t depth, int64_t rows, int64_t len,
                          const T* init, T* out) {
   const int64_t full_rows = rows - rows % kRows, full_len = len - len % (2 * Simd<T>::lanes);
-  for (int64_t r0 = 0; r0 < full_rows; r0 += kRows) matmul_tile<kRows>(a, ars, aks, b, depth, len, full_len, init, r0, out);
+  for (int64_t r0 = 0; r0 < full_rows; r0 += kRows)
+    matmul_tile<kRows>(a, ars, aks, b, depth, len, full_len, init, r0, out);
   for (int64_t r0 = full_rows; r0 < rows; ++r0) matmul_tile<1>(a, ars, aks, b, depth, len, full_len, init, r0, out);
   for (int64_t r = 0; r < rows; ++r)  // the last len % (2 vectors) columns
     for (int64_t q = full_len; q < len; ++q) {
@@ -189,71 +192,79 @@ template <typename T>
 void backward_impl(const T* grad, const T* feat, const T* wm, const T* bias, const Shapes<T>& s, const Taps<T>& t,
                    T low, T high, bool clamp, T* gfeat, T* gwm, T* gbias, T* gimg, int threads) {
   const int64_t p = s.p(), ws = s.ws(), hs = s.hs(), seg = 2 * s.w;  // a row pair
-  const int64_t items = s.n * hs, wsize = s.o * s.i;
-  std::vector<T> wm_parts(items * wsize), bias_parts(items * s.o);
+  const int64_t groups = (hs + kPairs - 1) / kPairs, items = s.n * groups, wsize = s.o * s.i;
+  std::vector<T> wm_parts(items * wsize, T(0)), bias_parts(items * s.o, T(0));  // per-item partial sums
 #pragma omp parallel num_threads(threads)
   {
     // The item's feature rows, its pre-activation gradient per channel, and scratch (packed, seg apart).
     std::vector<T> packed(s.i * seg), g_pre(s.o * seg), scratch(std::max<int64_t>(s.i, kRows) * seg);
     std::vector<T> vert(s.w + 2, T(0));  // vert[0] and vert[w + 1] stay zero (the border)
+    std::vector<T> dots(wsize);
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < items; ++item) {
-      const int64_t b = item / hs, m = item % hs, base = 2 * m * s.w;
-      const T* wmb = wm + b * wsize;
-      pack(feat + b * s.i * p + base, p, s.i, seg, packed.data());
-      pack(grad + b * s.o * p + base, p, s.o, seg, g_pre.data());
-      if (clamp) {  // zero the gradient where the clamp held the pre-activation (recomputed)
-        for (int64_t c0 = 0; c0 < s.o; c0 += kRows) {
-          const int64_t nc = std::min(kRows, s.o - c0);
-          small_matmul(wmb + c0 * s.i, s.i, int64_t(1), packed.data(), s.i, nc, seg, bias + c0, scratch.data());
-          for (int64_t r = 0; r < nc; ++r) {
-            const T* z = scratch.data() + r * seg;
-            T* g = g_pre.data() + (c0 + r) * seg;
+      const int64_t b = item / groups, m1 = std::min(hs, (item % groups + 1) * kPairs);
+      T* wpart = wm_parts.data() + item * wsize;
+      T* bpart = bias_parts.data() + item * s.o;
+      for (int64_t m = (item % groups) * kPairs; m < m1; ++m) {
+        const int64_t base = 2 * m * s.w;
+        const T* wmb = wm + b * wsize;
+        pack(feat + b * s.i * p + base, p, s.i, seg, packed.data());
+        pack(grad + b * s.o * p + base, p, s.o, seg, g_pre.data());
+        if (clamp) {  // zero the gradient where the clamp held the pre-activation (recomputed)
+          for (int64_t c0 = 0; c0 < s.o; c0 += kRows) {
+            const int64_t nc = std::min(kRows, s.o - c0);
+            small_matmul(wmb + c0 * s.i, s.i, int64_t(1), packed.data(), s.i, nc, seg, bias + c0, scratch.data());
+            for (int64_t r = 0; r < nc; ++r) {
+              const T* z = scratch.data() + r * seg;
+              T* g = g_pre.data() + (c0 + r) * seg;
 #pragma omp simd
-            for (int64_t q = 0; q < seg; ++q) g[q] = (z[q] > low && z[q] < high) ? g[q] : T(0);
+              for (int64_t q = 0; q < seg; ++q) g[q] = (z[q] > low && z[q] < high) ? g[q] : T(0);
+            }
           }
         }
-      }
-      // d/dfeat[i] = sum_c wm[c, i] g_c over the row pair.
-      small_matmul(wmb, int64_t(1), s.i, g_pre.data(), s.o, s.i, seg, static_cast<const T*>(nullptr),
-                   scratch.data());
-      for (int64_t i = 0; i < s.i; ++i)
-        std::copy(scratch.data() + i * seg, scratch.data() + (i + 1) * seg, gfeat + (b * s.i + i) * p + base);
-      // Partial d/dwm[c, i] = sum g_c feat_i and d/dbias[c] = sum g_c over the row pair.
-      row_dots(g_pre.data(), packed.data(), s.o, s.i, seg, wm_parts.data() + item * wsize);
-      for (int64_t c = 0; c < s.o; ++c) {
-        const T* g = g_pre.data() + c * seg;
-        T total = T(0);
+        // d/dfeat[i] = sum_c wm[c, i] g_c over the row pair.
+        small_matmul(wmb, int64_t(1), s.i, g_pre.data(), s.o, s.i, seg, static_cast<const T*>(nullptr),
+                     scratch.data());
+        for (int64_t i = 0; i < s.i; ++i)
+          std::copy(scratch.data() + i * seg, scratch.data() + (i + 1) * seg, gfeat + (b * s.i + i) * p + base);
+        // Partial d/dwm[c, i] = sum g_c feat_i and d/dbias[c] = sum g_c over the row pair.
+        row_dots(g_pre.data(), packed.data(), s.o, s.i, seg, dots.data());
+#pragma omp simd
+        for (int64_t k = 0; k < wsize; ++k) wpart[k] += dots[k];
+        for (int64_t c = 0; c < s.o; ++c) {
+          const T* g = g_pre.data() + c * seg;
+          T total = T(0);
 #pragma omp simd reduction(+ : total)
-        for (int64_t q = 0; q < seg; ++q) total += g[q];
-        bias_parts[item * s.o + c] = total;
-      }
-      // d/dimg row m: the adjoint of the upsampling (output rows 2m - 1 .. 2m + 2, then columns), from the
-      // unclamped incoming gradient (the image bypasses the clamp). Column 0's d1 term reads u[-1] and the
-      // last column's e0 term u[w]: the zero border.
-      const T a_up = (m > 0) ? t.d1 : T(0);         // output row 2m - 1 reads image row m with d1
-      const T a_down = (m + 1 < hs) ? t.e0 : T(0);  // output row 2m + 2 reads image row m with e0
-      for (int64_t c = 0; c < s.o; ++c) {
-        const T* plane = grad + (b * s.o + c) * p;
-        const T* r_even = plane + 2 * m * s.w;        // output row 2m: weight e1
-        const T* r_odd = r_even + s.w;                 // output row 2m + 1: weight d0
-        const T* r_up = plane + std::max<int64_t>(2 * m - 1, 0) * s.w;
-        const T* r_down = plane + std::min<int64_t>(2 * m + 2, s.h - 1) * s.w;
-        T* u = vert.data() + 1;
+          for (int64_t q = 0; q < seg; ++q) total += g[q];
+          bpart[c] += total;
+        }
+        // d/dimg row m: the adjoint of the upsampling (output rows 2m - 1 .. 2m + 2, then columns), from the
+        // unclamped incoming gradient (the image bypasses the clamp). Column 0's d1 term reads u[-1] and the
+        // last column's e0 term u[w]: the zero border.
+        const T a_up = (m > 0) ? t.d1 : T(0);         // output row 2m - 1 reads image row m with d1
+        const T a_down = (m + 1 < hs) ? t.e0 : T(0);  // output row 2m + 2 reads image row m with e0
+        for (int64_t c = 0; c < s.o; ++c) {
+          const T* plane = grad + (b * s.o + c) * p;
+          const T* r_even = plane + 2 * m * s.w;        // output row 2m: weight e1
+          const T* r_odd = r_even + s.w;                 // output row 2m + 1: weight d0
+          const T* r_up = plane + std::max<int64_t>(2 * m - 1, 0) * s.w;
+          const T* r_down = plane + std::min<int64_t>(2 * m + 2, s.h - 1) * s.w;
+          T* u = vert.data() + 1;
 #pragma omp simd
-        for (int64_t q = 0; q < s.w; ++q)
-          u[q] = t.e1 * r_even[q] + t.d0 * r_odd[q] + a_up * r_up[q] + a_down * r_down[q];
-        T* dst = gimg + ((b * s.o + c) * hs + m) * ws;
+          for (int64_t q = 0; q < s.w; ++q)
+            u[q] = t.e1 * r_even[q] + t.d0 * r_odd[q] + a_up * r_up[q] + a_down * r_down[q];
+          T* dst = gimg + ((b * s.o + c) * hs + m) * ws;
 #pragma omp simd
-        for (int64_t k = 0; k < ws; ++k)
-          dst[k] = t.e1 * u[2 * k] + t.d0 * u[2 * k + 1] + t.d1 * u[2 * k - 1] + t.e0 * u[2 * k + 2];
+          for (int64_t k = 0; k < ws; ++k)
+            dst[k] = t.e1 * u[2 * k] + t.d0 * u[2 * k + 1] + t.d1 * u[2 * k - 1] + t.e0 * u[2 * k + 2];
+        }
       }
     }
   }
   for (int64_t b = 0; b < s.n; ++b)
     for (int64_t k = 0; k < wsize; ++k) {
       double total = 0;
-      for (int64_t m = 0; m < hs; ++m) total += wm_parts[(b * hs + m) * wsize + k];
+      for (int64_t g = 0; g < groups; ++g) total += wm_parts[(b * groups + g) * wsize + k];
       gwm[b * wsize + k] = static_cast<T>(total);
     }
   for (int64_t c = 0; c < s.o; ++c) {
