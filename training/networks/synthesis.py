@@ -140,22 +140,20 @@ class ToRGBLayer(torch.nn.Module):
         return y.reshape(batch, self.out_channels, *y.shape[2:])
 
     def forward(self, x: torch.Tensor, w: torch.Tensor, fused_modconv: bool = True,
-                skip: Optional[torch.Tensor] = None, skip_filter: Optional[torch.Tensor] = None) -> torch.Tensor:
+                skip: Optional[torch.Tensor] = None,
+                skip_taps: Optional[torgb_skip.PhaseWeights] = None) -> torch.Tensor:
         """x [N, in, H, W], w [N, w_dim] -> clamp(conv(x, weight * styles) + bias) [N, out, H, W].
 
         With `skip` [N, out, H, W] (float32) returns skip + that, in float32 and contiguous: the
         image sum of the skip architecture, added in place into the fresh output where autograd allows.
-        With `skip_filter` too, skip is [N, out, H/2, W/2] and upsampled first,
-        upfirdn2d.upsample2d(skip, skip_filter, up=2): where torgb_skip applies (CPU, 1x1) the
-        upsampling, convolution and sum are one compiled pass.
+        With `skip_taps` too (torgb_skip.phase_weights of an upsampling filter), skip is
+        [N, out, H/2, W/2], and its 2x upsampling, the convolution and the sum are one compiled pass;
+        the caller has checked torgb_skip.applies.
         """
         styles = self.affine(w) * self.weight_gain
-        if skip is not None and skip_filter is not None:
-            taps = torgb_skip.phase_weights(skip_filter)
-            if torgb_skip.applies(x, skip, self.weight, taps):
-                modulated = self.weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1)
-                return torgb_skip.torgb_skip(x, modulated, self.bias, skip, taps, self.conv_clamp)
-            skip = upfirdn2d.upsample2d(skip, skip_filter, up=2)
+        if skip_taps is not None:
+            modulated = self.weight[:, :, 0, 0].unsqueeze(0) * styles.unsqueeze(1)
+            return torgb_skip.torgb_skip(x, modulated, self.bias, skip, skip_taps, self.conv_clamp)
         y = self._conv(x, styles, fused_modconv)
         fresh = not fused_modconv
         if self.conv_clamp is not None:
@@ -199,6 +197,8 @@ class SynthesisBlock(torch.nn.Module):
         self.channels_last = use_fp16 and fp16_channels_last
         self.fused_modconv_default = fused_modconv_default
         self.register_buffer('resample_filter', setup_resample_filter(resample_filter))
+        # Read once here, on the host: per forward it would cost a device sync on CUDA.
+        self.skip_taps = torgb_skip.phase_weights(self.resample_filter)
         common = dict(w_dim=w_dim, resolution=resolution, resample_filter=resample_filter, conv_clamp=conv_clamp,
                       channels_last=self.channels_last)
         self.num_conv = 0
@@ -258,18 +258,17 @@ class SynthesisBlock(torch.nn.Module):
             x = self.conv0(x, next(w_iter), fused_modconv=fused, **layer_kwargs)
             x = self.conv1(x, next(w_iter), fused_modconv=fused, **layer_kwargs)
         adds_image = self.is_last or self.architecture == 'skip'
-        skip_filter = None
         if img is not None and self.up > 1:
-            if adds_image and self.up == 2:   # ToRGB upsamples img itself (one compiled pass on the CPU)
-                skip_filter = self.resample_filter
-            else:
-                img = upfirdn2d.upsample2d(img, self.resample_filter, up=self.up)
+            if adds_image and self.up == 2 and torgb_skip.applies(x, img, self.torgb.weight, self.skip_taps):
+                # ToRGB upsamples img itself, in one compiled pass with its convolution and the sum
+                return x, self.torgb(x, next(w_iter), fused_modconv=fused, skip=img, skip_taps=self.skip_taps)
+            img = upfirdn2d.upsample2d(img, self.resample_filter, up=self.up)
         if adds_image:
             if img is None:
                 y = self.torgb(x, next(w_iter), fused_modconv=fused)
                 img = y.to(dtype=torch.float32, memory_format=torch.contiguous_format)
             else:   # adds into ToRGB's fresh output, never into img: img may be a view autograd saved
-                img = self.torgb(x, next(w_iter), fused_modconv=fused, skip=img, skip_filter=skip_filter)
+                img = self.torgb(x, next(w_iter), fused_modconv=fused, skip=img)
         return x, img
 
     def extra_repr(self) -> str:
