@@ -92,27 +92,22 @@ class _TriGridSample(torch.autograd.Function):
         plugin = _plugin(table.device.type)
         grad = grad.contiguous()
         grad_planes = grad_coords = None
-        if table.device.type == 'cpu':
-            into = grad_later if (need_planes and grad_later is not None and grad_later.dtype == table.dtype
-                                  and grad_later.is_contiguous()) else None
+        cpu = table.device.type == 'cpu'
+        # The CPU kernel adds into the later calls' gradient in place; otherwise it is added here.
+        into = grad_later if (cpu and need_planes and grad_later is not None and grad_later.dtype == table.dtype
+                              and grad_later.is_contiguous()) else None
+        if cpu:
             grad_planes, grad_coords = plugin.backward(table, coords, grad, need_planes, need_coords,
                                                        torch.get_num_threads(), into if into is not None
                                                        else table.new_empty(0))
-            if need_planes and into is None and grad_later is not None:
-                grad_planes = grad_later + grad_planes.to(grad_later.dtype)
         else:
             grad_table, grad_coords = plugin.backward(table, coords, grad, need_planes, need_coords)
             if need_planes:
                 grad_planes = grad_table.permute(0, 1, 5, 4, 2, 3).reshape(ctx.planes_shape)
-                if grad_later is not None:
-                    grad_planes = grad_later + grad_planes.to(grad_later.dtype)
+        if need_planes and into is None and grad_later is not None:
+            grad_planes = grad_later + grad_planes.to(grad_later.dtype)
         return ((grad_planes.to(ctx.planes_dtype) if need_planes else None), None,
                 (grad_coords if need_coords else None), None)
-
-
-def _check_coords(table: torch.Tensor, coords: torch.Tensor) -> None:
-    if coords.ndim != 3 or coords.shape[0] != table.shape[0] or coords.shape[2] != 3:
-        raise ValueError(f'coords: expected [{table.shape[0]}, P, 3], got {list(coords.shape)}')
 
 
 def sample(planes: torch.Tensor, table: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
@@ -129,6 +124,7 @@ def sample_chained(planes: torch.Tensor, table: torch.Tensor, coords: torch.Tens
 
     Pass token=None to the first call and each call's token to the next; the planes gradient of all calls
     then reaches `planes` as one tensor, summed in place (see _TriGridSample)."""
-    _check_coords(table, coords)
+    if coords.ndim != 3 or coords.shape[0] != table.shape[0] or coords.shape[2] != 3:
+        raise ValueError(f'coords: expected [{table.shape[0]}, P, 3], got {list(coords.shape)}')
     return _TriGridSample.apply(planes if token is None else token, table, coords.to(table.dtype).contiguous(),
                                 planes.requires_grad)
