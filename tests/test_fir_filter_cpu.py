@@ -4,6 +4,7 @@ import torch
 
 from torch_utils.ops import fir_filter_cpu
 from torch_utils.ops import upfirdn2d as U
+from thread_testing import torch_threads
 
 needs_plugin = pytest.mark.skipif(not fir_filter_cpu.applies(torch.zeros(1)), reason='fir_filter plugin unavailable')
 
@@ -55,15 +56,11 @@ def test_float32_generator_shapes_match_the_depthwise_convolution(monkeypatch):
 @needs_plugin
 def test_same_bits_on_one_and_two_threads():
     x = torch.randn(3, 5, 40, 41)
-    previous = torch.get_num_threads()
-    try:
-        outs = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    outs = []
+    for threads in (1, 2):
+        with torch_threads(threads):
             outs.append(fir_filter_cpu.fir_filter(x, [0.25, 0.75, 0.75, 0.25], [0.5, 0.5], (2, 1), (1, 1, 2, 0),
                                                   (39, 21)))
-    finally:
-        torch.set_num_threads(previous)
     assert torch.equal(*outs)
 
 

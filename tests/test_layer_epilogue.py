@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from training.networks import layer_epilogue
+from thread_testing import torch_threads
 
 needs_plugin = pytest.mark.skipif(not layer_epilogue.applies(torch.zeros(1)), reason='layer_epilogue plugin unavailable')
 
@@ -79,14 +80,10 @@ def test_float32_large_planes_and_thread_count_independence():
     x, scale, bias, noise = [t.requires_grad_() for t in _inputs((2, 1, 50, 50), torch.float32, shape=(2, 3, 50, 50))]
     grad = torch.randn(2, 3, 50, 50)
     results = []
-    previous = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with torch_threads(threads):
             y = layer_epilogue.layer_epilogue(x, scale, bias, noise, -1.5, 0.3, 0.2)
             results.append([y, *torch.autograd.grad(y, (x, scale, bias, noise), grad)])
-    finally:
-        torch.set_num_threads(previous)
     for one, two in zip(*results):
         assert torch.equal(one, two)
     expected = formula(x, scale, bias, noise, -1.5, 0.3, 0.2)

@@ -22,6 +22,7 @@ from training.deformation import nearest_triangle_cpp
 from training.deformation import point_to_mesh as pm
 from training.deformation.triangle_distance import point_triangle_sq_distance
 from mesh_testing import query_points
+from thread_testing import torch_threads
 
 needs_plugin = pytest.mark.skipif(not nearest_triangle_cpp.available(),
                                   reason='the nearest_triangle CPU plugin could not be built (see stderr)')
@@ -96,12 +97,8 @@ def test_ray_order_shuffling_and_threads_do_not_change_the_result():
     perm = torch.randperm(points.shape[1], generator=torch.Generator().manual_seed(0))
     shuffled = pm.nearest_triangles(points[:, perm], vertices[None], faces, max_distance=0.25, method='cpp')
     assert torch.equal(shuffled[0], face[:, perm]) and torch.equal(shuffled[1], sq[:, perm])
-    threads = torch.get_num_threads()
-    try:
-        torch.set_num_threads(1 if threads > 1 else 2)
+    with torch_threads(1 if torch.get_num_threads() > 1 else 2):
         other = pm.nearest_triangles(points, vertices[None], faces, max_distance=0.25, method='cpp')
-    finally:
-        torch.set_num_threads(threads)
     assert torch.equal(other[0], face) and torch.equal(other[1], sq)
     _assert_exact(points[0], vertices, faces, face[0], sq[0], 0.25)
 

@@ -6,6 +6,7 @@ import torch.nn.functional as F
 
 from torch_utils.ops import softplus_cpu
 from training.networks.layers import FullyConnectedLayer
+from thread_testing import torch_threads
 
 needs_plugin = pytest.mark.skipif(not softplus_cpu.applies(torch.zeros(1)), reason='softplus plugin unavailable')
 
@@ -57,14 +58,10 @@ def test_in_place_and_non_finite_inputs():
 @needs_plugin
 def test_same_bits_on_one_and_two_threads():
     x = torch.randn(100003) * 20
-    previous = torch.get_num_threads()
-    try:
-        outs = []
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    outs = []
+    for threads in (1, 2):
+        with torch_threads(threads):
             outs.append(softplus_cpu.softplus_(x.clone()))
-    finally:
-        torch.set_num_threads(previous)
     assert torch.equal(*outs)
 
 

@@ -6,6 +6,8 @@ import torch
 
 from torch_utils.ops import upfirdn2d
 from training.networks import synthesis, torgb_skip
+from grad_testing import assert_results_close
+from thread_testing import torch_threads
 
 FILTER = upfirdn2d.setup_filter([1, 3, 3, 1])
 TAPS = torgb_skip.phase_weights(FILTER)
@@ -88,14 +90,10 @@ def test_float32_and_thread_count_independence():
     inputs = _inputs(2, 16, 12, 32, 64, dtype=torch.float32, seed=3)
     grad = torch.randn(2, 12, 32, 64)
     results = []
-    previous = torch.get_num_threads()
-    try:
-        for threads in (1, 2):
-            torch.set_num_threads(threads)
+    for threads in (1, 2):
+        with torch_threads(threads):
             out = torgb_skip.torgb_skip(*inputs, TAPS, 2.0)
             results.append([out, *torch.autograd.grad(out, inputs, grad)])
-    finally:
-        torch.set_num_threads(previous)
     for one, two in zip(*results):
         assert torch.equal(one, two)
     exact = [t.detach().double().requires_grad_() for t in inputs]
@@ -141,11 +139,7 @@ def test_synthesis_block_compiled_matches_pytorch(monkeypatch, fused, clamp):
         loss = out_img.square().sum() + out_x.sum()
         results.append([out_img, *torch.autograd.grad(loss, inputs, allow_unused=True)])
     assert len(calls) == 1
-    for index, (a, e) in enumerate(zip(*results)):
-        if e is None:
-            assert a is None or not a.any()
-        else:
-            torch.testing.assert_close(a, e, rtol=1e-4, atol=1e-4, msg=lambda m: f'output/grad {index}: {m}')
+    assert_results_close(*results, rtol=1e-4, atol=1e-4)
 
 
 @needs_plugin

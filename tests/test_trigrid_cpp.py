@@ -16,6 +16,7 @@ from test_cuda_ops import ABI, CXX, NVCC, _cuda_include_dir, _torch_includes
 from torch_utils import custom_ops
 from training.rendering import trigrid_cpp
 from training.rendering.planes import TriGridSampler, _grid_sample_trigrid, sample_trigrid
+from thread_testing import torch_threads
 
 needs_plugin = pytest.mark.skipif(not trigrid_cpp.available('cpu'),
                                   reason='the trigrid_sample CPU plugin could not be built (see stderr)')
@@ -147,12 +148,8 @@ def test_single_input_gradients_and_thread_count_independence():
         args[leaf] = args[leaf].clone().requires_grad_()
         only, = torch.autograd.grad(compiled(3)(*args), args[leaf], grad)
         torch.testing.assert_close(only, expected[1 + leaf], rtol=0, atol=0)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1 if threads > 1 else 2)
-    try:
+    with torch_threads(1 if torch.get_num_threads() > 1 else 2):
         other = values_and_grads(compiled(3), planes, coords, grad)
-    finally:
-        torch.set_num_threads(threads)
     for a, e in zip(other, expected):
         torch.testing.assert_close(a, e, rtol=0, atol=0)
 
