@@ -9,18 +9,24 @@
 //
 // Forward: a work item is one output row (n, y). Its I feature rows are packed (they lie a plane apart,
 // which would put them in one cache set), the 1x1 convolution runs in register tiles of 4 channels x 2
-// vectors (small_matmul), and the vertically blended, horizontally upsampled image row is added before
-// the store. Backward (incoming gradient g): a work item is kPairs output row pairs (n, 2m, 2m + 1) of
-// one batch element, each pair contiguous in every channel. Per pair it packs g and the features,
-// writes d/dfeat of the pair's rows (a small matrix product) and d/dimg of image row m (from rows
-// 2m - 1 .. 2m + 2, read only), and adds to the item's partial sums for d/dwm (row_dots) and d/dbias;
+// vectors, and each tile is clamped, gets the vertically blended, horizontally upsampled image added and
+// is stored without leaving the registers (streaming stores where the CPU has them).
+// Backward (incoming gradient g): a work item is kPairs output row pairs (n, 2m, 2m + 1) of one batch
+// element, each pair contiguous in every channel. Per pair it packs g and the features, writes d/dfeat of
+// the pair's rows (a small matrix product) and d/dimg of image row m (from rows 2m - 1 .. 2m + 2, read
+// only), and adds to the item's partial sums for d/dwm (row_dots) and d/dbias;
 // the partials are added up in a fixed order afterwards, so results do not depend on the thread
 // count. With a clamp the pre-activation is recomputed.
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cstdint>
 #include <cstring>
 #include <vector>
+
+#ifdef __AVX__
+#include <immintrin.h>
+#endif
 
 namespace {
 
@@ -144,14 +150,110 @@ inline void pack(const T* src, int64_t stride, int64_t channels, int64_t len, T*
   for (int64_t c = 0; c < channels; ++c) std::copy(src + c * stride, src + c * stride + len, dst + c * len);
 }
 
+// lo = (a0, b0, a1, b1, ...) from the first half of the lanes of a and b, hi from the second half.
+template <typename T>
+inline void interleave(typename Simd<T>::type a, typename Simd<T>::type b, typename Simd<T>::type& lo,
+                       typename Simd<T>::type& hi) {
+#if defined(__clang__)
+  if constexpr (Simd<T>::lanes == 8) {
+    lo = __builtin_shufflevector(a, b, 0, 8, 1, 9, 2, 10, 3, 11);
+    hi = __builtin_shufflevector(a, b, 4, 12, 5, 13, 6, 14, 7, 15);
+  } else {
+    lo = __builtin_shufflevector(a, b, 0, 4, 1, 5);
+    hi = __builtin_shufflevector(a, b, 2, 6, 3, 7);
+  }
+#else
+  if constexpr (Simd<T>::lanes == 8) {
+    typedef int32_t Mask __attribute__((vector_size(kVectorBytes)));
+    lo = __builtin_shuffle(a, b, Mask{0, 8, 1, 9, 2, 10, 3, 11});
+    hi = __builtin_shuffle(a, b, Mask{4, 12, 5, 13, 6, 14, 7, 15});
+  } else {
+    typedef int64_t Mask __attribute__((vector_size(kVectorBytes)));
+    lo = __builtin_shuffle(a, b, Mask{0, 4, 1, 5});
+    hi = __builtin_shuffle(a, b, Mask{2, 6, 3, 7});
+  }
+#endif
+}
+
+// Store v at p (aligned to a vector) past the caches where the CPU can: the output is far larger than them
+// and is not read again before the next operator, so this saves reading each cache line before writing it.
+template <typename T>
+inline void store_streaming(T* p, typename Simd<T>::type v) {
+#ifdef __AVX__
+  if constexpr (sizeof(T) == 4) {
+    _mm256_stream_ps(reinterpret_cast<float*>(p), reinterpret_cast<__m256>(v));
+  } else {
+    _mm256_stream_pd(reinterpret_cast<double*>(p), reinterpret_cast<__m256d>(v));
+  }
+#else
+  Simd<T>::store(p, v);
+#endif
+}
+
+// Output row y of R channels (dst, rows a plane p apart): the 1x1 convolution in register tiles of R channels
+// x 2 vectors over the packed feature rows, then per tile row the clamp and the upsampled image added in
+// registers (the image row, vertically blended, is blend[r * bstride + 1 + k] with a zero either side).
+template <int R, typename T>
+inline void forward_rows(const T* wm, const T* bias, const T* packed, const T* blend, int64_t bstride, T* dst,
+                         int64_t p, const Shapes<T>& s, const Taps<T>& t, T low, T high, bool clamp, bool streaming) {
+  using S = Simd<T>;
+  using V = typename S::type;
+  const int64_t full_len = s.w - s.w % (2 * S::lanes);
+  const V low_v = S::broadcast(low), high_v = S::broadcast(high);
+  const V e0 = S::broadcast(t.e0), e1 = S::broadcast(t.e1), d0 = S::broadcast(t.d0), d1 = S::broadcast(t.d1);
+  for (int64_t q0 = 0; q0 < full_len; q0 += 2 * S::lanes) {
+    V acc[R][2];
+    for (int r = 0; r < R; ++r) acc[r][0] = acc[r][1] = S::broadcast(bias[r]);
+    for (int64_t k = 0; k < s.i; ++k) {
+      const V b0 = S::load(packed + k * s.w + q0), b1 = S::load(packed + k * s.w + q0 + S::lanes);
+      for (int r = 0; r < R; ++r) {
+        const V w = S::broadcast(wm[r * s.i + k]);
+        acc[r][0] += w * b0;
+        acc[r][1] += w * b1;
+      }
+    }
+    for (int r = 0; r < R; ++r) {
+      V a0 = acc[r][0], a1 = acc[r][1];
+      if (clamp) {  // as std::min(std::max(a, low), high), NaN kept
+        a0 = a0 < low_v ? low_v : a0;
+        a0 = a0 > high_v ? high_v : a0;
+        a1 = a1 < low_v ? low_v : a1;
+        a1 = a1 > high_v ? high_v : a1;
+      }
+      const T* v = blend + r * bstride + 1 + q0 / 2;
+      const V before = S::load(v - 1), here = S::load(v), after = S::load(v + 1);
+      V even_odd_lo, even_odd_hi;
+      interleave<T>(e0 * before + e1 * here, d0 * here + d1 * after, even_odd_lo, even_odd_hi);
+      T* o = dst + r * p + q0;
+      if (streaming) {
+        store_streaming<T>(o, a0 + even_odd_lo);
+        store_streaming<T>(o + S::lanes, a1 + even_odd_hi);
+      } else {
+        S::store(o, a0 + even_odd_lo);
+        S::store(o + S::lanes, a1 + even_odd_hi);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r)  // the last w % (2 vectors) columns
+    for (int64_t q = full_len; q < s.w; ++q) {
+      T a = bias[r];
+      for (int64_t k = 0; k < s.i; ++k) a += wm[r * s.i + k] * packed[k * s.w + q];
+      if (clamp) a = std::min(std::max(a, low), high);
+      const T* v = blend + r * bstride + 1 + q / 2;
+      dst[r * p + q] = a + ((q % 2 == 0) ? t.e0 * v[-1] + t.e1 * v[0] : t.d0 * v[0] + t.d1 * v[1]);
+    }
+}
+
 template <typename T>
 void forward_impl(const T* feat, const T* wm, const T* bias, const T* img, T* out, const Shapes<T>& s,
                   const Taps<T>& t, T low, T high, bool clamp, int threads) {
   const int64_t p = s.p(), ws = s.ws(), hs = s.hs();
+  const int64_t bstride = ws + 2 + Simd<T>::lanes;  // zero margins, and room for a last vector reaching past ws
+  const bool streaming = reinterpret_cast<uintptr_t>(out) % kVectorBytes == 0 && (s.w * sizeof(T)) % kVectorBytes == 0;
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> packed(s.i * s.w), acc(kRows * s.w);
-    std::vector<T> blend(ws + 2, T(0));  // blend[0] and blend[ws + 1] stay zero (the image border)
+    std::vector<T> packed(s.i * s.w);
+    std::vector<T> blend(kRows * bstride, T(0));
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < s.n * s.h; ++item) {
       const int64_t b = item / s.h, y = item % s.h, m = y / 2;
@@ -162,29 +264,29 @@ void forward_impl(const T* feat, const T* wm, const T* bias, const T* img, T* ou
       pack(feat + b * s.i * p + y * s.w, p, s.i, s.w, packed.data());
       for (int64_t c0 = 0; c0 < s.o; c0 += kRows) {
         const int64_t nc = std::min(kRows, s.o - c0);
-        small_matmul(wm + (b * s.o + c0) * s.i, s.i, int64_t(1), packed.data(), s.i, nc, s.w, bias + c0, acc.data());
         for (int64_t r = 0; r < nc; ++r) {
-          const int64_t c = c0 + r;
-          T* a = acc.data() + r * s.w;
-          if (clamp) {
-#pragma omp simd
-            for (int64_t q = 0; q < s.w; ++q) a[q] = std::min(std::max(a[q], low), high);
-          }
-          const T* plane = img + (b * s.o + c) * hs * ws;
+          const T* plane = img + (b * s.o + c0 + r) * hs * ws;
           const T* row0 = plane + std::max<int64_t>(r0, 0) * ws;
           const T* row1 = plane + std::min<int64_t>(r1, hs - 1) * ws;
-          T* v = blend.data() + 1;
+          T* v = blend.data() + r * bstride + 1;
 #pragma omp simd
           for (int64_t k = 0; k < ws; ++k) v[k] = w0 * row0[k] + w1 * row1[k];
-          T* dst = out + (b * s.o + c) * p + y * s.w;
-#pragma omp simd
-          for (int64_t k = 0; k < ws; ++k) {
-            dst[2 * k] = a[2 * k] + t.e0 * v[k - 1] + t.e1 * v[k];
-            dst[2 * k + 1] = a[2 * k + 1] + t.d0 * v[k] + t.d1 * v[k + 1];
-          }
+        }
+        const T* w = wm + (b * s.o + c0) * s.i;
+        T* dst = out + (b * s.o + c0) * p + y * s.w;
+        if (nc == kRows) {
+          forward_rows<kRows>(w, bias + c0, packed.data(), blend.data(), bstride, dst, p, s, t, low, high, clamp,
+                              streaming);
+        } else {
+          for (int64_t r = 0; r < nc; ++r)
+            forward_rows<1>(w + r * s.i, bias + c0 + r, packed.data(), blend.data() + r * bstride, bstride,
+                            dst + r * p, p, s, t, low, high, clamp, streaming);
         }
       }
     }
+#ifdef __AVX__
+    _mm_sfence();  // the streaming stores are visible before the output is used
+#endif
   }
 }
 
