@@ -104,6 +104,27 @@ def test_ray_order_shuffling_and_threads_do_not_change_the_result():
 
 
 @needs_plugin
+def test_exact_ties_go_to_the_smallest_face_index():
+    """Every face of a sphere twice, at shuffled indices: the two copies are at the same distance to the bit
+    (most pairs share a leaf, as they share a centroid), and the search must return the smaller index of the
+    nearest pair. Points whose nearest face of the sphere is not unique are left out."""
+    _, vertices, faces = _meshes()[1]
+    doubled = torch.cat([faces, faces])
+    order = torch.randperm(len(doubled), generator=torch.Generator().manual_seed(18))
+    position = torch.empty_like(order)
+    position[order] = torch.arange(len(order))  # doubled face k sits at index position[k]
+    points = query_points(vertices, faces, np.random.default_rng(19), 300)
+    face, _ = pm.nearest_triangles(points, vertices, doubled[order], method='cpp')
+    all_sq = point_triangle_sq_distance(points.double()[:, None], *vertices.double()[faces].unbind(1))
+    two = all_sq.topk(2, dim=1, largest=False)
+    unique = two.values[:, 1] - two.values[:, 0] > TIE
+    nearest = two.indices[:, 0]
+    expected = torch.minimum(position[nearest], position[nearest + len(faces)])
+    assert unique.sum() > len(points) // 4  # not vacuous
+    assert torch.equal(face[unique], expected[unique])
+
+
+@needs_plugin
 def test_batch_of_differently_posed_meshes():
     _, vertices, faces = _meshes()[0]
     rng = np.random.default_rng(16)
