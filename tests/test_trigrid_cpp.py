@@ -155,11 +155,15 @@ def test_single_input_gradients_and_thread_count_independence():
 
 
 @needs_plugin
-def test_texel_table_is_the_channels_last_permutation():
-    """The plugin's blocked transpose equals torch's permute: 63 texels, C*D = 15 (partial 8 x 8 blocks) and 16."""
-    for c, depth in ((5, 3), (16, 1)):
-        planes = random_case(2, c, depth, 7, 9, 1, dtype=torch.float32)[0]
-        assert torch.equal(trigrid_cpp.texel_table(planes, depth), permuted_table(planes, depth))
+@pytest.mark.parametrize('c, depth, h, w, dtype', [
+    (5, 3, 7, 9, torch.float32),     # partial 8 x 8 blocks (register-free path)
+    (16, 1, 7, 9, torch.float32),    # streaming register transposes, 63 texels: a partial texel group
+    (8, 3, 20, 27, torch.float32),   # streaming with D = 3, 540 texels: three work items, the last partial
+    (16, 1, 7, 9, torch.float64)])   # float64: the blocked path
+def test_texel_table_is_the_channels_last_permutation(c, depth, h, w, dtype):
+    """The plugin's transposes equal torch's permute."""
+    planes = random_case(2, c, depth, h, w, 1, dtype=dtype)[0]
+    assert torch.equal(trigrid_cpp.texel_table(planes, depth), permuted_table(planes, depth))
 
 
 @needs_plugin
