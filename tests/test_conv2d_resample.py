@@ -150,3 +150,29 @@ def test_bad_arguments_name_the_argument(name, call):
     """Invalid arguments raise ValueError starting with the argument's name."""
     with pytest.raises(ValueError, match=f'^{name}:'):
         call()
+
+
+@pytest.mark.parametrize('padding, flip_weight', [(1, True), ([1, 2, 0, 3], False)])
+def test_upsampling_without_autograd_runs_channels_last(monkeypatch, padding, flip_weight):
+    """float32 on the CPU without autograd: the transposed convolution gets a channels-last input and the result
+    (NCHW, contiguous) equals the float64 general path; with autograd the NCHW form runs."""
+    if not C.fir_filter_cpu.applies(torch.zeros(1)):
+        pytest.skip('fir_filter plugin unavailable')
+    gen = torch.Generator().manual_seed(7)
+    x, w = torch.randn([2, 16, 9, 11], generator=gen), torch.randn([8, 16, 3, 3], generator=gen)
+    f = U.setup_filter([1, 3, 3, 1])
+    layouts = []
+    transpose = torch.nn.functional.conv_transpose2d
+    monkeypatch.setattr(C.F, 'conv_transpose2d', lambda t, *a, **k: layouts.append(
+        t.is_contiguous(memory_format=torch.channels_last) and not t.is_contiguous()) or transpose(t, *a, **k))
+    with torch.no_grad():
+        out = C.conv2d_resample(x, w, f, up=2, padding=padding, flip_weight=flip_weight)
+    expected = C._conv2d_resample_general(x.double(), w.double(), f.double(), 2, 1, padding, 1, flip_weight, False)
+    assert layouts == [True] and out.is_contiguous()
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-4)
+    w.requires_grad_()
+    grad_out = C.conv2d_resample(x, w, f, up=2, padding=padding, flip_weight=flip_weight)
+    assert layouts == [True, False]
+    torch.testing.assert_close(grad_out.detach(), out, rtol=1e-5, atol=1e-5)
+    assert not C.upsampling_prefers_channels_last(x.double(), w.double(), 2, 1)   # float32 only
+    assert not C.upsampling_prefers_channels_last(x, w.detach()[:, :, :1, :1], 2, 1)   # 1x1: no transposed conv

@@ -105,3 +105,22 @@ def test_demodulation_coefficients_match_the_per_sample_weight_norms():
     expected = torch.stack([1 / (weight * s[None, :, None, None]).square().sum(dim=[1, 2, 3]).add(1e-8).sqrt()
                             for s in styles])
     torch.testing.assert_close(demodulation_coefficients(weight, styles), expected)
+
+
+def test_upsampling_modulation_written_channels_last_only_without_autograd():
+    """Non-fused upsampling in float32: without autograd the modulated input is written channels-last for the
+    transposed convolution (same result as the float64 reference); styles that need a gradient get one."""
+    x, weight, styles = _inputs(in_channels=16, seed=5)
+    f = upfirdn2d.setup_filter([1, 3, 3, 1])
+    expected = modulated_conv2d(x, weight, styles, up=2, padding=1, resample_filter=f.double(), flip_weight=False,
+                                fused_modconv=False)
+    x, weight, styles = x.float(), weight.float(), styles.float()
+    with torch.no_grad():
+        out = modulated_conv2d(x, weight, styles, up=2, padding=1, resample_filter=f, flip_weight=False,
+                               fused_modconv=False)
+    torch.testing.assert_close(out.double(), expected, rtol=1e-5, atol=1e-5)
+    styles.requires_grad_()
+    out = modulated_conv2d(x, weight, styles, up=2, padding=1, resample_filter=f, flip_weight=False,
+                           fused_modconv=False)
+    grad, = torch.autograd.grad(out.square().sum(), styles)
+    assert torch.isfinite(grad).all() and grad.abs().sum() > 0

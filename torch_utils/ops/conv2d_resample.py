@@ -15,6 +15,7 @@ from typing import Optional, Tuple
 import torch
 import torch.nn.functional as F
 
+from . import fir_filter_cpu
 from . import upfirdn2d as _up
 
 
@@ -62,6 +63,20 @@ def _transpose_weight(w: torch.Tensor, groups: int) -> torch.Tensor:
     return w.flip([2, 3])
 
 
+def upsampling_prefers_channels_last(x: torch.Tensor, w: torch.Tensor, up: int, groups: int) -> bool:
+    """Whether an upsampling convolution of x by w (up > 1, a kernel larger than 1x1) runs channels-last.
+
+    On the CPU in float32 without autograd, oneDNN's transposed convolution runs 1.3-2x faster
+    channels-last than on NCHW tensors (which it reorders on the way in and out), and the compiled
+    FIR after it reads channels-last directly and writes NCHW; the result is the same. With autograd
+    the NCHW form is kept: its backward is the faster one there. A caller producing x (the
+    modulation) can write it channels-last at no extra cost when this holds.
+    """
+    return (up > 1 and groups == 1 and w.shape[2] * w.shape[3] > 1 and x.device.type == 'cpu'
+            and x.dtype == torch.float32 and not (torch.is_grad_enabled() and (x.requires_grad or w.requires_grad))
+            and fir_filter_cpu.applies(x))
+
+
 def _upsampling_conv(x, w, f, up, pad, groups, flip_filter):
     """Transposed convolution (stride up, no multiplications by inserted zeros), then the filter.
 
@@ -70,9 +85,13 @@ def _upsampling_conv(x, w, f, up, pad, groups, flip_filter):
     """
     kh, kw = w.shape[2], w.shape[3]
     px0, px1, py0, py1 = pad
+    channels_last = upsampling_prefers_channels_last(x, w, up, groups)
+    if channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     x = F.conv_transpose2d(x, _transpose_weight(w, groups), stride=up, groups=groups)
     fpad = [px0 - (kw - 1), px1 + up - 1 - (kw - 1), py0 - (kh - 1), py1 + up - 1 - (kh - 1)]
-    return _up.upfirdn2d(x, f, padding=fpad, gain=up ** 2, flip_filter=flip_filter)
+    return _up.upfirdn2d(x, f, padding=fpad, gain=up ** 2, flip_filter=flip_filter,
+                         impl='fast' if channels_last else 'auto')   # 'fast': the compiled FIR, NCHW out
 
 
 def conv2d_resample(x: torch.Tensor, w: torch.Tensor, f: Optional[torch.Tensor] = None, up: int = 1,

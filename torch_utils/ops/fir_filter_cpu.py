@@ -35,10 +35,13 @@ def fir_filter(x: torch.Tensor, taps_y: Sequence[float], taps_x: Sequence[float]
                padding: Tuple[int, int, int, int], out_hw: Tuple[int, int]) -> torch.Tensor:
     """out[n, c, y, x] = sum_a,b taps_y[a] taps_x[b] x[n, c, y*down_y + a - py0, x*down_x + b - px0] (zero outside).
 
-    x [N, C, H, W]; taps in correlation order; down (x, y); padding (px0, px1, py0, py1) as upfirdn2d (only the
-    leading pads are needed: out_hw = (H', W') fixes the rest). Not differentiable itself: upfirdn2d_fast's
+    x [N, C, H, W] (a channels-last x is read in place, not copied; the result is contiguous NCHW); taps in
+    correlation order; down (x, y); padding (px0, px1, py0, py1) as upfirdn2d (only the leading pads are
+    needed: out_hw = (H', W') fixes the rest). Not differentiable itself: upfirdn2d_fast's
     autograd wrapper supplies the adjoint.
     """
     (down_x, down_y), (px0, _, py0, _) = down, padding
-    return _plugin().filter(x.contiguous(), [float(t) for t in taps_y], [float(t) for t in taps_x], down_y, down_x,
-                            py0, px0, out_hw[0], out_hw[1], torch.get_num_threads())
+    if not x.is_contiguous(memory_format=torch.channels_last):
+        x = x.contiguous()
+    return _plugin().filter(x, [float(t) for t in taps_y], [float(t) for t in taps_x], down_y, down_x, py0, px0,
+                            out_hw[0], out_hw[1], torch.get_num_threads())

@@ -53,7 +53,13 @@ def modulate_and_convolve(x: torch.Tensor, weight: torch.Tensor, styles: torch.T
                           padding: int = 0, resample_filter: Optional[torch.Tensor] = None,
                           flip_weight: bool = True) -> torch.Tensor:
     """conv(x * styles, weight) with the resampling: the non-fused form before demodulation, gain and noise."""
-    x = x * styles.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
+    styles = styles.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
+    if (not (torch.is_grad_enabled() and styles.requires_grad)
+            and conv2d_resample.upsampling_prefers_channels_last(x, weight, up, 1)):
+        # written channels-last in the same pass, as the upsampling convolution will read it
+        x = torch.mul(x, styles, out=torch.empty_like(x, memory_format=torch.channels_last))
+    else:
+        x = x * styles
     return conv2d_resample.conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down,
                                            padding=padding, flip_weight=flip_weight)
 
