@@ -98,10 +98,11 @@ def test_planes_gradient_where_points_reach_only_some_runs_of_columns():
 @needs_plugin
 @pytest.mark.parametrize('depth', [1, 3])
 def test_matches_grid_sample_float32(depth):
-    """float32, C = 32 and 12 on 16 x 20 planes, within float32 rounding (coordinate gradients sum C x 12
-    or 24 products of size 10 slopes: absolute tolerance 2e-4 on values of order 10)."""
+    """float32, C = 32 (the register kernels; 1400 points make two forward work items) and 12 on 16 x 20 planes,
+    within float32 rounding (coordinate gradients sum C x 12 or 24 products of size 10 slopes: absolute tolerance
+    2e-4 on values of order 10)."""
     for c in (32, 12):
-        case = random_case(2, c, depth, 16, 20, 500, dtype=torch.float32, seed=c, spread=2.2)
+        case = random_case(2, c, depth, 16, 20, 700, dtype=torch.float32, seed=c, spread=2.2)
         for name, a, e, atol in zip(('features', 'planes', 'coords'), values_and_grads(compiled(depth), *case),
                                     values_and_grads(reference(depth), *case), (2e-5, 2e-5, 2e-4)):
             torch.testing.assert_close(a, e, rtol=1e-4, atol=atol, msg=lambda m: f'{name}: {m}')

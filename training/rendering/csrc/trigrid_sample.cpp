@@ -5,7 +5,8 @@
 // * planes_to_table: a blocked transpose of planes [N, 3, C*D, H, W] (channel c*D + d) into the
 //   channels-last texel table [N, 3, H, W, D, C] (each texel's C features contiguous); for float32 and
 //   C a multiple of 8, through 8 x 8 register transposes and streaming stores.
-// * forward: one point per loop iteration (OpenMP), 3 planes x 4 (D = 1) or 8 corners x C FMAs.
+// * forward: one point per loop iteration (OpenMP), 3 planes x 4 (D = 1) or 8 corners x C FMAs; for float32
+//   and C = 32 summed in registers, with the corner rows of the point a few places on prefetched.
 // * backward: the coordinate gradient point by point like the forward (corner rows dotted with the
 //   incoming gradient; for float32 and C = 32 the Jacobian is summed in registers and dotted once per
 //   axis); the planes gradient texel by texel from binned points (trigrid_planes_grad.h),
@@ -159,9 +160,60 @@ TriGridArgs<T> make_args(const torch::Tensor& table, const torch::Tensor& coords
   return a;
 }
 
-// The forward, one point per iteration.
+// The forward for float32 and C = 32 channels: per point the corner rows are summed in four 8-float registers and
+// stored once, and the corners of the point kAhead places on are found first and their rows prefetched (a
+// point's rows are gathered from a table far larger than the caches; consecutive points of a ray are close).
+void forward_c32(const TriGridArgs<float>& a, int threads) {
+  typedef float v8 __attribute__((vector_size(32)));
+  constexpr int kC = 32, kV = 4, kAhead = 4, kRing = 8;  // kRing > kAhead, a power of two
+  constexpr int64_t kChunk = 1024;                          // points per work item
+  const int64_t plane_rows = a.h * a.w * a.d, points = a.n * a.p;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t start = 0; start < points; start += kChunk) {
+    const int64_t stop = std::min(points, start + kChunk);
+    TriGridCorners<float> ring[kRing][kTriGridPlanes];
+    const float* planes[kRing][kTriGridPlanes];
+    auto find = [&](int64_t point) {  // corners of `point` into its ring slot, rows prefetched
+      const int slot = static_cast<int>(point % kRing);
+      const int64_t n = point / a.p;
+      for (int k = 0; k < kTriGridPlanes; ++k) {
+        TriGridCorners<float>& q = ring[slot][k];
+        trigrid_corners<float, false>(a.coords + 3 * point, k, a.h, a.w, a.d, q);
+        planes[slot][k] = a.table + (n * kTriGridPlanes + k) * plane_rows * kC;
+        for (int j = 0; j < q.count; ++j) {
+          __builtin_prefetch(planes[slot][k] + q.row[j] * kC);
+          __builtin_prefetch(planes[slot][k] + q.row[j] * kC + 16);
+        }
+      }
+    };
+    for (int64_t point = start; point < std::min(stop, start + kAhead); ++point) find(point);
+    for (int64_t point = start; point < stop; ++point) {
+      if (point + kAhead < stop) find(point + kAhead);
+      const int slot = static_cast<int>(point % kRing);
+      v8 acc[kV] = {};
+      for (int k = 0; k < kTriGridPlanes; ++k) {
+        const TriGridCorners<float>& q = ring[slot][k];
+        for (int j = 0; j < q.count; ++j) {
+          const float* src = planes[slot][k] + q.row[j] * kC;
+          const v8 weight = v8{} + q.weight[j];
+          for (int v = 0; v < kV; ++v) {
+            v8 row;
+            std::memcpy(&row, src + 8 * v, sizeof(row));
+            acc[v] += weight * row;
+          }
+        }
+      }
+      std::memcpy(a.out + point * kC, acc, sizeof(acc));
+    }
+  }
+}
+
+// The forward, one point per iteration (forward_c32 where it applies).
 template <typename T>
 void forward_impl(const TriGridArgs<T>& a, int threads) {
+  if constexpr (std::is_same<T, float>::value) {
+    if (a.c == 32) return forward_c32(a, threads);
+  }
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t point = 0; point < a.n * a.p; ++point) trigrid_forward_point(a, point, 0, a.c);
 }
