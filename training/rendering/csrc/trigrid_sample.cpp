@@ -9,8 +9,9 @@
 //   and C = 32 summed in registers, with the corner rows of the point a few places on prefetched.
 // * backward: the coordinate gradient point by point like the forward (corner rows dotted with the
 //   incoming gradient; for float32 and C = 32 the Jacobian is summed in registers and dotted once per
-//   axis); the planes gradient texel by texel from binned points (trigrid_planes_grad.h),
-//   straight into the planes layout (the table itself is a cache outside the autograd graph).
+//   axis, rows prefetched as in the forward); the planes gradient texel by texel from binned points
+//   (trigrid_planes_grad.h), straight into the planes layout (the table itself is a cache outside the
+//   autograd graph).
 #include <torch/extension.h>
 
 #include <algorithm>
@@ -160,50 +161,74 @@ TriGridArgs<T> make_args(const torch::Tensor& table, const torch::Tensor& coords
   return a;
 }
 
-// The forward for float32 and C = 32 channels: per point the corner rows are summed in four 8-float registers and
-// stored once, and the corners of the point kAhead places on are found first and their rows prefetched (a
-// point's rows are gathered from a table far larger than the caches; consecutive points of a ray are close).
-void forward_c32(const TriGridArgs<float>& a, int threads) {
-  typedef float v8 __attribute__((vector_size(32)));
-  constexpr int kC = 32, kV = 4, kAhead = 4, kRing = 8;  // kRing > kAhead, a power of two
-  constexpr int64_t kChunk = 1024;                          // points per work item
-  const int64_t plane_rows = a.h * a.w * a.d, points = a.n * a.p;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t start = 0; start < points; start += kChunk) {
-    const int64_t stop = std::min(points, start + kChunk);
-    TriGridCorners<float> ring[kRing][kTriGridPlanes];
-    const float* planes[kRing][kTriGridPlanes];
-    auto find = [&](int64_t point) {  // corners of `point` into its ring slot, rows prefetched
-      const int slot = static_cast<int>(point % kRing);
-      const int64_t n = point / a.p;
-      for (int k = 0; k < kTriGridPlanes; ++k) {
-        TriGridCorners<float>& q = ring[slot][k];
-        trigrid_corners<float, false>(a.coords + 3 * point, k, a.h, a.w, a.d, q);
-        planes[slot][k] = a.table + (n * kTriGridPlanes + k) * plane_rows * kC;
-        for (int j = 0; j < q.count; ++j) {
-          __builtin_prefetch(planes[slot][k] + q.row[j] * kC);
-          __builtin_prefetch(planes[slot][k] + q.row[j] * kC + 16);
-        }
-      }
-    };
+// The float32, C = 32 kernels below: 8-float vectors (GCC/Clang vector extension), 4 per table row.
+typedef float v8 __attribute__((vector_size(32)));
+constexpr int kC32 = 32, kRowVectors = 4;
+constexpr int64_t kC32Chunk = 1024;  // points per work item
+
+inline v8 load_v8(const float* p) {
+  v8 v;
+  std::memcpy(&v, p, sizeof(v));
+  return v;
+}
+
+// The corners of consecutive points of one work item, each found kAhead points before it is used and its
+// table rows prefetched then: the rows are gathered from a table far larger than the caches (100 MB at the
+// bench), and without this every point waited on its rows; consecutive points of a ray are close, so the
+// prefetched lines are mostly the ones needed.
+template <bool kGrad>
+struct CornerRing {
+  static constexpr int kAhead = 4, kSize = 8;  // kSize > kAhead, a power of two
+  const TriGridArgs<float>& a;
+  const int64_t stop;
+  TriGridCorners<float> corners[kSize][kTriGridPlanes];
+  const float* planes[kSize][kTriGridPlanes];
+
+  // Ready for points start, start + 1, ... < stop.
+  CornerRing(const TriGridArgs<float>& args, int64_t start, int64_t stop_) : a(args), stop(stop_) {
     for (int64_t point = start; point < std::min(stop, start + kAhead); ++point) find(point);
+  }
+
+  void find(int64_t point) {
+    const int slot = static_cast<int>(point % kSize);
+    const int64_t n = point / a.p, plane_rows = a.h * a.w * a.d;
+    for (int k = 0; k < kTriGridPlanes; ++k) {
+      TriGridCorners<float>& q = corners[slot][k];
+      trigrid_corners<float, kGrad>(a.coords + 3 * point, k, a.h, a.w, a.d, q);
+      planes[slot][k] = a.table + (n * kTriGridPlanes + k) * plane_rows * kC32;
+      for (int j = 0; j < q.count; ++j) {
+        __builtin_prefetch(planes[slot][k] + q.row[j] * kC32);
+        __builtin_prefetch(planes[slot][k] + q.row[j] * kC32 + kC32 / 2);
+      }
+    }
+  }
+
+  // The slot of `point` (the next in order), after finding the point kAhead on.
+  int next(int64_t point) {
+    if (point + kAhead < stop) find(point + kAhead);
+    return static_cast<int>(point % kSize);
+  }
+};
+
+// The forward for float32 and C = 32: per point the corner rows are summed in four registers and stored once.
+void forward_c32(const TriGridArgs<float>& a, int threads) {
+  const int64_t points = a.n * a.p;
+#pragma omp parallel for schedule(static) num_threads(threads)
+  for (int64_t start = 0; start < points; start += kC32Chunk) {
+    const int64_t stop = std::min(points, start + kC32Chunk);
+    CornerRing<false> ring(a, start, stop);
     for (int64_t point = start; point < stop; ++point) {
-      if (point + kAhead < stop) find(point + kAhead);
-      const int slot = static_cast<int>(point % kRing);
-      v8 acc[kV] = {};
+      const int slot = ring.next(point);
+      v8 acc[kRowVectors] = {};
       for (int k = 0; k < kTriGridPlanes; ++k) {
-        const TriGridCorners<float>& q = ring[slot][k];
+        const TriGridCorners<float>& q = ring.corners[slot][k];
         for (int j = 0; j < q.count; ++j) {
-          const float* src = planes[slot][k] + q.row[j] * kC;
+          const float* src = ring.planes[slot][k] + q.row[j] * kC32;
           const v8 weight = v8{} + q.weight[j];
-          for (int v = 0; v < kV; ++v) {
-            v8 row;
-            std::memcpy(&row, src + 8 * v, sizeof(row));
-            acc[v] += weight * row;
-          }
+          for (int v = 0; v < kRowVectors; ++v) acc[v] += weight * load_v8(src + 8 * v);
         }
       }
-      std::memcpy(a.out + point * kC, acc, sizeof(acc));
+      std::memcpy(a.out + point * kC32, acc, sizeof(acc));
     }
   }
 }
@@ -236,44 +261,39 @@ void coords_grad(const TriGridArgs<T>& a, T* grad_coords, int threads) {
 }
 
 // coords_grad for float32 and C = 32 channels: per point, the Jacobian d features / d coords [3, 32] is
-// summed over the corner rows in twelve 8-float registers (GCC/Clang vector extension), then dotted once
-// per axis with the incoming gradient (three horizontal sums per point instead of one per corner).
+// summed over the corner rows in twelve 8-float registers, then dotted once per axis with the incoming
+// gradient (three horizontal sums per point instead of one per corner); rows prefetched as in the forward.
 void coords_grad_c32(const TriGridArgs<float>& a, float* grad_coords, int threads) {
-  typedef float v8 __attribute__((vector_size(32)));
-  constexpr int kC = 32, kV = 4;  // channels, vectors per row
-  const int64_t plane_rows = a.h * a.w * a.d;
-  auto load = [](const float* p) {
-    v8 v;
-    std::memcpy(&v, p, sizeof(v));
-    return v;
-  };
+  const int64_t points = a.n * a.p;
 #pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t point = 0; point < a.n * a.p; ++point) {
-    const int64_t n = point / a.p;
-    v8 jac[3][kV] = {};
-    for (int k = 0; k < kTriGridPlanes; ++k) {
-      TriGridCorners<float> q;
-      trigrid_corners<float, true>(a.coords + 3 * point, k, a.h, a.w, a.d, q);
-      const float* plane = a.table + (n * kTriGridPlanes + k) * plane_rows * kC;
-      for (int j = 0; j < q.count; ++j) {
-        const float* src = plane + q.row[j] * kC;
-        const v8 g0 = v8{} + q.grad[j][0], g1 = v8{} + q.grad[j][1], g2 = v8{} + q.grad[j][2];
-        for (int v = 0; v < kV; ++v) {
-          const v8 row = load(src + 8 * v);
-          jac[0][v] += g0 * row;
-          jac[1][v] += g1 * row;
-          jac[2][v] += g2 * row;
+  for (int64_t start = 0; start < points; start += kC32Chunk) {
+    const int64_t stop = std::min(points, start + kC32Chunk);
+    CornerRing<true> ring(a, start, stop);
+    for (int64_t point = start; point < stop; ++point) {
+      const int slot = ring.next(point);
+      v8 jac[3][kRowVectors] = {};
+      for (int k = 0; k < kTriGridPlanes; ++k) {
+        const TriGridCorners<float>& q = ring.corners[slot][k];
+        for (int j = 0; j < q.count; ++j) {
+          const float* src = ring.planes[slot][k] + q.row[j] * kC32;
+          const v8 g0 = v8{} + q.grad[j][0], g1 = v8{} + q.grad[j][1], g2 = v8{} + q.grad[j][2];
+          for (int v = 0; v < kRowVectors; ++v) {
+            const v8 row = load_v8(src + 8 * v);
+            jac[0][v] += g0 * row;
+            jac[1][v] += g1 * row;
+            jac[2][v] += g2 * row;
+          }
         }
       }
-    }
-    const float* g = a.grad + point * kC;
-    float* gc = grad_coords + 3 * point;
-    for (int axis = 0; axis < 3; ++axis) {
-      v8 total = jac[axis][0] * load(g);
-      for (int v = 1; v < kV; ++v) total += jac[axis][v] * load(g + 8 * v);
-      float dot = 0;
-      for (int l = 0; l < 8; ++l) dot += total[l];
-      gc[axis] = dot;
+      const float* g = a.grad + point * kC32;
+      float* gc = grad_coords + 3 * point;
+      for (int axis = 0; axis < 3; ++axis) {
+        v8 total = jac[axis][0] * load_v8(g);
+        for (int v = 1; v < kRowVectors; ++v) total += jac[axis][v] * load_v8(g + 8 * v);
+        float dot = 0;
+        for (int l = 0; l < 8; ++l) dot += total[l];
+        gc[axis] = dot;
+      }
     }
   }
 }
