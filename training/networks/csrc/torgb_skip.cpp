@@ -8,7 +8,7 @@
 // image: per axis, output 2m = e0 * s[m - 1] + e1 * s[m] and output 2m + 1 = d0 * s[m] + d1 * s[m + 1].
 //
 // Forward: a work item is one output row (n, y). Its I feature rows are packed (they lie a plane apart,
-// which would put them in one cache set), the 1x1 convolution runs in register tiles of 4 channels x 2
+// which would put them in one cache set), the 1x1 convolution runs in register tiles of 6 channels x 2
 // vectors, and each tile is clamped, gets the vertically blended, horizontally upsampled image added and
 // is stored without leaving the registers (streaming stores where the CPU has them).
 // Backward (incoming gradient g): a work item is kPairs output row pairs (n, 2m, 2m + 1) of one batch
@@ -30,7 +30,8 @@
 
 namespace {
 
-constexpr int64_t kRows = 4;   // output rows of a register tile
+constexpr int64_t kRows = 4;   // output rows of a register tile (backward)
+constexpr int64_t kForwardRows = 6;  // output channels of a forward register tile
 constexpr int64_t kPairs = 8;  // output row pairs per backward work item (they share its partial sums)
 constexpr int kVectorBytes = 32;
 
@@ -253,7 +254,7 @@ void forward_impl(const T* feat, const T* wm, const T* bias, const T* img, T* ou
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> packed(s.i * s.w);
-    std::vector<T> blend(kRows * bstride, T(0));
+    std::vector<T> blend(kForwardRows * bstride, T(0));
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < s.n * s.h; ++item) {
       const int64_t b = item / s.h, y = item % s.h, m = y / 2;
@@ -262,8 +263,8 @@ void forward_impl(const T* feat, const T* wm, const T* bias, const T* img, T* ou
       const T w0 = (r0 >= 0) ? ((y % 2 == 0) ? t.e0 : t.d0) : T(0);
       const T w1 = (r1 < hs) ? ((y % 2 == 0) ? t.e1 : t.d1) : T(0);
       pack(feat + b * s.i * p + y * s.w, p, s.i, s.w, packed.data());
-      for (int64_t c0 = 0; c0 < s.o; c0 += kRows) {
-        const int64_t nc = std::min(kRows, s.o - c0);
+      for (int64_t c0 = 0; c0 < s.o; c0 += kForwardRows) {
+        const int64_t nc = std::min(kForwardRows, s.o - c0);
         for (int64_t r = 0; r < nc; ++r) {
           const T* plane = img + (b * s.o + c0 + r) * hs * ws;
           const T* row0 = plane + std::max<int64_t>(r0, 0) * ws;
@@ -274,8 +275,8 @@ void forward_impl(const T* feat, const T* wm, const T* bias, const T* img, T* ou
         }
         const T* w = wm + (b * s.o + c0) * s.i;
         T* dst = out + (b * s.o + c0) * p + y * s.w;
-        if (nc == kRows) {
-          forward_rows<kRows>(w, bias + c0, packed.data(), blend.data(), bstride, dst, p, s, t, low, high, clamp,
+        if (nc == kForwardRows) {
+          forward_rows<kForwardRows>(w, bias + c0, packed.data(), blend.data(), bstride, dst, p, s, t, low, high, clamp,
                               streaming);
         } else {
           for (int64_t r = 0; r < nc; ++r)
