@@ -20,7 +20,7 @@ setup(
     description='Clean-room PyTorch re-implementation of 3DPortraitGAN (360-degree one-quarter-headshot 3D-aware GAN).',
     python_requires='>=3.9',
     packages=find_packages(include=['dnnlib', 'dnnlib.*', 'torch_utils', 'torch_utils.*', 'training', 'training.*', 'configs', 'configs.*', 'portrait_data', 'portrait_data.*', 'metrics', 'metrics.*']),
-    package_data={'torch_utils.ops': ['cuda/*.cu', 'cuda/*.cpp', 'cuda/*.h', 'cpu/*.cpp'], 'training.deformation': ['csrc/*.cpp', 'csrc/*.h'],
+    package_data={'torch_utils.ops': ['cuda/*.cu', 'cuda/*.cpp', 'cuda/*.h', 'cpu/*.cpp', 'cpu/*.h'], 'training.deformation': ['csrc/*.cpp', 'csrc/*.h'],
                   'training.rendering': ['csrc/*.cpp', 'csrc/*.cu', 'csrc/*.h'], 'training.networks': ['csrc/*.cpp']},
     install_requires=['torch>=2.6', 'numpy', 'scipy', 'click>=8.0', 'pillow', 'imageio', 'ninja', 'tqdm', 'matplotlib>=3.5'],
     extras_require=EXTRAS,

@@ -17,7 +17,7 @@ from typing import Optional
 import numpy as np
 import torch
 
-from torch_utils.ops import conv2d_resample
+from torch_utils.ops import channels_last_cpu, conv2d_resample
 
 DEMOD_EPS = 1e-8
 
@@ -53,13 +53,11 @@ def modulate_and_convolve(x: torch.Tensor, weight: torch.Tensor, styles: torch.T
                           padding: int = 0, resample_filter: Optional[torch.Tensor] = None,
                           flip_weight: bool = True) -> torch.Tensor:
     """conv(x * styles, weight) with the resampling: the non-fused form before demodulation, gain and noise."""
-    styles = styles.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
     if (not (torch.is_grad_enabled() and styles.requires_grad)
             and conv2d_resample.upsampling_prefers_channels_last(x, weight, up, 1)):
-        # written channels-last in the same pass, as the upsampling convolution will read it
-        x = torch.mul(x, styles, out=torch.empty_like(x, memory_format=torch.channels_last))
+        x = channels_last_cpu.scaled(x, styles)   # written channels-last, as the upsampling convolution reads it
     else:
-        x = x * styles
+        x = x * styles.to(x.dtype).reshape(x.shape[0], -1, 1, 1)
     return conv2d_resample.conv2d_resample(x, weight.to(x.dtype), f=resample_filter, up=up, down=down,
                                            padding=padding, flip_weight=flip_weight)
 

@@ -14,9 +14,7 @@
 #include <algorithm>
 #include <vector>
 
-#ifdef __AVX__
-#include <immintrin.h>
-#endif
+#include "transpose_8x8.h"
 
 namespace {
 
@@ -92,36 +90,6 @@ void filter_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, int6
   }
 }
 
-// dst[j * dst_stride + i] = src[i * src_stride + j] for i, j < 8 through registers, for float on AVX; false
-// (nothing done) otherwise.
-template <typename T>
-inline bool transpose_8x8(const T*, int64_t, T*, int64_t) {
-  return false;
-}
-
-#ifdef __AVX__
-template <>
-inline bool transpose_8x8<float>(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  __m256 r[8], t[8];
-  for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {
-    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int j = 0; j < 4; ++j) {
-    _mm256_storeu_ps(dst + j * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
-    _mm256_storeu_ps(dst + (j + 4) * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
-  }
-  return true;
-}
-#endif
-
 // filter_impl for a channels-last input [N, H, W, C] (the output is still [N, C, out_h, out_w]): a work item is one
 // output row (n, y). The vertical taps combine whole input rows of w * C values (one vectorised pass), the
 // combined row is transposed in kBlock x kBlock blocks into one row per channel with zero margins, and the
@@ -153,8 +121,8 @@ void filter_channels_last_impl(const T* in, T* out, int64_t n, int64_t c, int64_
         for (int64_t k0 = 0; k0 < c; k0 += kBlock) {
           const int64_t q1 = std::min(w, q0 + kBlock), k1 = std::min(c, k0 + kBlock);
           T* to = planar.data() + k0 * stride + left + q0;
-          if (q1 - q0 == kBlock && k1 - k0 == kBlock && transpose_8x8(combined.data() + q0 * c + k0, c, to, stride))
-            continue;
+          const bool whole = q1 - q0 == kBlock && k1 - k0 == kBlock;
+          if (whole && transpose_8x8<T>(combined.data() + q0 * c + k0, c, to, stride, nullptr)) continue;
           for (int64_t k = k0; k < k1; ++k)
             for (int64_t q = q0; q < q1; ++q) planar[k * stride + left + q] = combined[q * c + k];
         }
