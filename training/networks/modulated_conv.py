@@ -53,7 +53,7 @@ def modulate_and_convolve(x: torch.Tensor, weight: torch.Tensor, styles: torch.T
                           padding: int = 0, resample_filter: Optional[torch.Tensor] = None,
                           flip_weight: bool = True) -> torch.Tensor:
     """conv(x * styles, weight) with the resampling: the non-fused form before demodulation, gain and noise."""
-    if (not (torch.is_grad_enabled() and styles.requires_grad)
+    if (down == 1 and not (torch.is_grad_enabled() and styles.requires_grad)
             and conv2d_resample.upsampling_prefers_channels_last(x, weight, up, 1)):
         x = channels_last_cpu.scaled(x, styles)   # written channels-last, as the upsampling convolution reads it
     else:
