@@ -165,3 +165,23 @@ def test_cpu_plugin_needs_a_source_dir_and_no_nvcc_flags(fresh_cache, fake_load,
     with pytest.raises(ValueError, match='CPU plugins'):
         custom_ops.get_plugin('nearest_triangle_plugin', ['nearest_triangle.cpp'], cuda=False, **kwargs)
     assert fake_load.calls == []
+
+
+def test_include_dirs_reach_the_compiler_and_key_the_build(fresh_cache, fake_load, tmp_path):
+    """Headers of an include dir are passed on (extra_include_paths) and are part of the build directory's key:
+    editing one gives a new build directory, so a cached build never outlives a header it included."""
+    sources, shared = tmp_path / 'src', tmp_path / 'shared'
+    sources.mkdir()
+    shared.mkdir()
+    (sources / 'op.cpp').write_text('#include "helper.h"\n')
+    (shared / 'helper.h').write_text('inline int helper() { return 1; }\n')
+    fake_load.result = object()
+    module = custom_ops.get_plugin('include_test_plugin', ['op.cpp'], cuda=False, source_dir=str(sources),
+                                   include_dirs=[str(shared)])
+    assert module is fake_load.result and fake_load.calls[0]['extra_include_paths'] == [str(shared)]
+    key = lambda: custom_ops._build_dir('include_test_plugin', [str(sources / 'op.cpp')], custom_ops.CPU_CFLAGS,
+                                        str(sources), custom_ops.host_cpu(), [str(shared)])
+    before = key()
+    assert fake_load.calls[0]['build_directory'] == before
+    (shared / 'helper.h').write_text('inline int helper() { return 2; }\n')
+    assert key() != before

@@ -14,7 +14,7 @@ import os
 import platform
 import re
 import sys
-from typing import Dict, List, Optional
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
@@ -47,10 +47,14 @@ def host_cpu() -> str:
         return platform.machine() + platform.processor()
 
 
-def _build_dir(name: str, sources: List[str], flags: List[str], source_dir: str = SOURCE_DIR, host: str = '') -> str:
-    """A build directory under the extensions cache, unique to the sources, headers, flags and `host`."""
+def _build_dir(name: str, sources: List[str], flags: List[str], source_dir: str = SOURCE_DIR, host: str = '',
+               include_dirs: Sequence[str] = ()) -> str:
+    """A build directory under the extensions cache, unique to the sources, the headers of source_dir and
+    include_dirs, the flags and `host`."""
     digest = hashlib.sha256()
-    for path in list(sources) + sorted(glob.glob(os.path.join(source_dir, '*.h'))):
+    folders = [source_dir, *include_dirs]
+    headers = [path for folder in folders for path in sorted(glob.glob(os.path.join(folder, '*.h')))]
+    for path in list(sources) + headers:
         with open(path, 'rb') as f:
             digest.update(f.read())
     digest.update(' '.join(flags + [torch.__version__, str(torch.version.cuda)] + ([host] if host else [])).encode())
@@ -76,20 +80,25 @@ def _report_failure(name: str, error: BaseException) -> None:
           f'implementation. See docs/troubleshooting.md.', file=sys.stderr)
 
 
-def _load(name: str, paths: List[str], source_dir: str, cuda: bool, flags: List[str], verbose: bool):
+def _load(name: str, paths: List[str], source_dir: str, cuda: bool, flags: List[str], verbose: bool,
+          include_dirs: Sequence[str] = ()):
     """Compile and import the extension (cpp_extension.load with CUDA or CPU/OpenMP flags)."""
     from torch.utils import cpp_extension
-    build_directory = _build_dir(name, paths, flags, source_dir, '' if cuda else host_cpu())
+    build_directory = _build_dir(name, paths, flags, source_dir, '' if cuda else host_cpu(), include_dirs)
+    includes = dict(extra_include_paths=list(include_dirs)) if include_dirs else {}
     if cuda:
         return cpp_extension.load(name=name, sources=paths, build_directory=build_directory,
-                                  extra_cuda_cflags=flags, verbose=verbose)
+                                  extra_cuda_cflags=flags, verbose=verbose, **includes)
     return cpp_extension.load(name=name, sources=paths, build_directory=build_directory, extra_cflags=flags,
-                              extra_ldflags=CPU_LDFLAGS, verbose=verbose)
+                              extra_ldflags=CPU_LDFLAGS, verbose=verbose, **includes)
 
 
 def get_plugin(name: str, sources: List[str], extra_cuda_cflags: Optional[List[str]] = None,
-               verbose: bool = False, cuda: bool = True, source_dir: Optional[str] = None) -> Optional[object]:
+               verbose: bool = False, cuda: bool = True, source_dir: Optional[str] = None,
+               include_dirs: Sequence[str] = ()) -> Optional[object]:
     """Build (once) and return the extension module `name`, or None.
+
+    include_dirs: more folders of headers the sources include (their *.h are part of the build's key).
 
     cuda=True: sources in `ops/cuda/` (or source_dir), built only when a CUDA device is present.
     cuda=False: a CPU-only C++ extension from source_dir (required), built with CPU_CFLAGS.
@@ -106,7 +115,7 @@ def get_plugin(name: str, sources: List[str], extra_cuda_cflags: Optional[List[s
         paths = [os.path.join(source_dir, s) for s in sources]
         flags = cuda_flags(extra_cuda_cflags) if cuda else CPU_CFLAGS
         try:
-            module = _load(name, paths, source_dir, cuda, flags, verbose)
+            module = _load(name, paths, source_dir, cuda, flags, verbose, include_dirs)
         except Exception as error:  # the build can fail in many ways (ninja, compiler, linker, ABI)
             _report_failure(name, error)
     _plugins[name] = module

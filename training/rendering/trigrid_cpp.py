@@ -22,9 +22,11 @@ from typing import Optional, Tuple
 import torch
 from torch.autograd.function import once_differentiable
 
+import torch_utils.ops
 from torch_utils import custom_ops
 
 SOURCE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), 'csrc')
+CPU_OPS_DIR = os.path.join(os.path.dirname(os.path.abspath(torch_utils.ops.__file__)), 'cpu')   # shared headers
 CPU_SOURCES = ['trigrid_sample.cpp']
 CUDA_SOURCES = ['trigrid_sample_cuda.cpp', 'trigrid_sample_cuda.cu']
 
@@ -32,7 +34,8 @@ CUDA_SOURCES = ['trigrid_sample_cuda.cpp', 'trigrid_sample_cuda.cu']
 def _plugin(device_type: str) -> Optional[object]:
     """The compiled module for 'cpu' or 'cuda' tensors (built on first use, once per process), or None."""
     if device_type == 'cpu':
-        return custom_ops.get_plugin('trigrid_sample_plugin', CPU_SOURCES, cuda=False, source_dir=SOURCE_DIR)
+        return custom_ops.get_plugin('trigrid_sample_plugin', CPU_SOURCES, cuda=False, source_dir=SOURCE_DIR,
+                                     include_dirs=[CPU_OPS_DIR])   # transpose_8x8.h
     if device_type == 'cuda':
         return custom_ops.get_plugin('trigrid_sample_cuda_plugin', CUDA_SOURCES, source_dir=SOURCE_DIR)
     return None

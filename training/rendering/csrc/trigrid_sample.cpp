@@ -20,10 +20,7 @@
 #include <type_traits>
 #include <vector>
 
-#ifdef __AVX__
-#include <immintrin.h>
-#endif
-
+#include "transpose_8x8.h"  // torch_utils/ops/cpu (trigrid_cpp.py passes the folder)
 #include "trigrid_sample.h"
 #include "trigrid_planes_grad.h"
 
@@ -66,22 +63,10 @@ void transpose_plane(const T* planes, T* table, int64_t c, int64_t d, int64_t te
 // One 8 x 8 block of a float plane into the table: src rows (channels) src_stride apart, dst rows (texels)
 // dst_stride apart and 32-byte aligned, transposed in registers and written with streaming stores.
 inline void transpose_8x8_streaming(const float* src, int64_t src_stride, float* dst, int64_t dst_stride) {
-  __m256 r[8], t[8];
+  __m256 r[8];
   for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
-  for (int i = 0; i < 8; i += 2) {
-    t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-    t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-  }
-  for (int i = 0; i < 8; i += 4) {  // per half: columns 0, 1 of each 4-column group, then columns 2, 3
-    r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-    r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-    r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-    r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-  }
-  for (int j = 0; j < 4; ++j) {
-    _mm256_stream_ps(dst + j * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x20));
-    _mm256_stream_ps(dst + (j + 4) * dst_stride, _mm256_permute2f128_ps(r[j], r[j + 4], 0x31));
-  }
+  transpose_8x8_registers(r);
+  for (int j = 0; j < 8; ++j) _mm256_stream_ps(dst + j * dst_stride, r[j]);
 }
 
 // transpose_plane for float with C a multiple of 8 and a 32-byte aligned table: texel by texel group, each
@@ -210,27 +195,37 @@ struct CornerRing {
   }
 };
 
-// The forward for float32 and C = 32: per point the corner rows are summed in four registers and stored once.
-void forward_c32(const TriGridArgs<float>& a, int threads) {
+// body(point, corners, planes) for every point, in order within work items of kC32Chunk points, with the
+// point's corners and plane bases from a CornerRing (rows prefetched a few points ahead).
+template <bool kGrad, typename Body>
+void for_each_point_c32(const TriGridArgs<float>& a, int threads, Body body) {
   const int64_t points = a.n * a.p;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (int64_t start = 0; start < points; start += kC32Chunk) {
     const int64_t stop = std::min(points, start + kC32Chunk);
-    CornerRing<false> ring(a, start, stop);
+    CornerRing<kGrad> ring(a, start, stop);
     for (int64_t point = start; point < stop; ++point) {
       const int slot = ring.next(point);
-      v8 acc[kRowVectors] = {};
-      for (int k = 0; k < kTriGridPlanes; ++k) {
-        const TriGridCorners<float>& q = ring.corners[slot][k];
-        for (int j = 0; j < q.count; ++j) {
-          const float* src = ring.planes[slot][k] + q.row[j] * kC32;
-          const v8 weight = v8{} + q.weight[j];
-          for (int v = 0; v < kRowVectors; ++v) acc[v] += weight * load_v8(src + 8 * v);
-        }
-      }
-      std::memcpy(a.out + point * kC32, acc, sizeof(acc));
+      body(point, ring.corners[slot], ring.planes[slot]);
     }
   }
+}
+
+// The forward for float32 and C = 32: per point the corner rows are summed in four registers and stored once.
+void forward_c32(const TriGridArgs<float>& a, int threads) {
+  for_each_point_c32<false>(a, threads, [&](int64_t point, const TriGridCorners<float>* corners,
+                                            const float* const* planes) {
+    v8 acc[kRowVectors] = {};
+    for (int k = 0; k < kTriGridPlanes; ++k) {
+      const TriGridCorners<float>& q = corners[k];
+      for (int j = 0; j < q.count; ++j) {
+        const float* src = planes[k] + q.row[j] * kC32;
+        const v8 weight = v8{} + q.weight[j];
+        for (int v = 0; v < kRowVectors; ++v) acc[v] += weight * load_v8(src + 8 * v);
+      }
+    }
+    std::memcpy(a.out + point * kC32, acc, sizeof(acc));
+  });
 }
 
 // The forward, one point per iteration (forward_c32 where it applies).
@@ -264,38 +259,32 @@ void coords_grad(const TriGridArgs<T>& a, T* grad_coords, int threads) {
 // summed over the corner rows in twelve 8-float registers, then dotted once per axis with the incoming
 // gradient (three horizontal sums per point instead of one per corner); rows prefetched as in the forward.
 void coords_grad_c32(const TriGridArgs<float>& a, float* grad_coords, int threads) {
-  const int64_t points = a.n * a.p;
-#pragma omp parallel for schedule(static) num_threads(threads)
-  for (int64_t start = 0; start < points; start += kC32Chunk) {
-    const int64_t stop = std::min(points, start + kC32Chunk);
-    CornerRing<true> ring(a, start, stop);
-    for (int64_t point = start; point < stop; ++point) {
-      const int slot = ring.next(point);
-      v8 jac[3][kRowVectors] = {};
-      for (int k = 0; k < kTriGridPlanes; ++k) {
-        const TriGridCorners<float>& q = ring.corners[slot][k];
-        for (int j = 0; j < q.count; ++j) {
-          const float* src = ring.planes[slot][k] + q.row[j] * kC32;
-          const v8 g0 = v8{} + q.grad[j][0], g1 = v8{} + q.grad[j][1], g2 = v8{} + q.grad[j][2];
-          for (int v = 0; v < kRowVectors; ++v) {
-            const v8 row = load_v8(src + 8 * v);
-            jac[0][v] += g0 * row;
-            jac[1][v] += g1 * row;
-            jac[2][v] += g2 * row;
-          }
+  for_each_point_c32<true>(a, threads, [&](int64_t point, const TriGridCorners<float>* corners,
+                                           const float* const* planes) {
+    v8 jac[3][kRowVectors] = {};
+    for (int k = 0; k < kTriGridPlanes; ++k) {
+      const TriGridCorners<float>& q = corners[k];
+      for (int j = 0; j < q.count; ++j) {
+        const float* src = planes[k] + q.row[j] * kC32;
+        const v8 g0 = v8{} + q.grad[j][0], g1 = v8{} + q.grad[j][1], g2 = v8{} + q.grad[j][2];
+        for (int v = 0; v < kRowVectors; ++v) {
+          const v8 row = load_v8(src + 8 * v);
+          jac[0][v] += g0 * row;
+          jac[1][v] += g1 * row;
+          jac[2][v] += g2 * row;
         }
       }
-      const float* g = a.grad + point * kC32;
-      float* gc = grad_coords + 3 * point;
-      for (int axis = 0; axis < 3; ++axis) {
-        v8 total = jac[axis][0] * load_v8(g);
-        for (int v = 1; v < kRowVectors; ++v) total += jac[axis][v] * load_v8(g + 8 * v);
-        float dot = 0;
-        for (int l = 0; l < 8; ++l) dot += total[l];
-        gc[axis] = dot;
-      }
     }
-  }
+    const float* g = a.grad + point * kC32;
+    float* gc = grad_coords + 3 * point;
+    for (int axis = 0; axis < 3; ++axis) {
+      v8 total = jac[axis][0] * load_v8(g);
+      for (int v = 1; v < kRowVectors; ++v) total += jac[axis][v] * load_v8(g + 8 * v);
+      float dot = 0;
+      for (int l = 0; l < 8; ++l) dot += total[l];
+      gc[axis] = dot;
+    }
+  });
 }
 
 // The coordinate gradient by a specialised kernel where there is one (float32, C = 32): false otherwise.
