@@ -60,29 +60,42 @@ inline void horizontal(const T* base, const std::vector<T>& tx, int64_t dx, int6
   }
 }
 
+// The input rows of output row y: rows[a] = row y * dy + a - py0 of an image whose row r starts at
+// image + r * row_len, or zeros (at least row_len long) outside [0, h).
+template <typename T>
+inline void tap_rows(const T* image, int64_t row_len, int64_t h, int64_t y, int64_t dy, int64_t py0, const T* zeros,
+                     std::vector<const T*>& rows) {
+  for (size_t a = 0; a < rows.size(); ++a) {
+    const int64_t yi = y * dy + static_cast<int64_t>(a) - py0;
+    rows[a] = (yi < 0 || yi >= h) ? zeros : image + yi * row_len;
+  }
+}
+
+// Zero columns a row buffer needs left and right of the w input columns for out_w outputs of nx taps.
+struct Margins {
+  int64_t left, right;
+  Margins(int64_t w, int64_t out_w, int64_t nx, int64_t dx, int64_t px0)
+      : left(std::max<int64_t>(px0, 0)), right(std::max<int64_t>((out_w - 1) * dx + nx - 1 - px0 - (w - 1), 0)) {}
+};
+
 template <typename T>
 void filter_impl(const T* in, T* out, int64_t planes, int64_t h, int64_t w, int64_t out_h, int64_t out_w,
                  const std::vector<T>& ty, const std::vector<T>& tx, int64_t dy, int64_t dx, int64_t py0, int64_t px0,
                  int threads) {
-  const int64_t ny = ty.size(), nx = tx.size();
-  // Row buffer: input columns [-left, w + right) with zeros outside [0, w).
-  const int64_t left = std::max<int64_t>(px0, 0);
-  const int64_t right = std::max<int64_t>((out_w - 1) * dx + nx - 1 - px0 - (w - 1), 0);
+  const Margins margin(w, out_w, static_cast<int64_t>(tx.size()), dx, px0);
   const std::vector<T> zeros(w, T(0));
 #pragma omp parallel num_threads(threads)
   {
-    std::vector<T> buffer(left + w + right, T(0));
-    std::vector<const T*> rows(ny);
-    T* row = buffer.data() + left;  // row[-left .. w + right)
+    // Row buffer: input columns [-left, w + right) with zeros outside [0, w).
+    std::vector<T> buffer(margin.left + w + margin.right, T(0));
+    std::vector<const T*> rows(ty.size());
+    T* row = buffer.data() + margin.left;  // row[-left .. w + right)
 #pragma omp for schedule(static)
     for (int64_t plane = 0; plane < planes; ++plane) {
       const T* src = in + plane * h * w;
       T* dst = out + plane * out_h * out_w;
       for (int64_t y = 0; y < out_h; ++y) {
-        for (int64_t a = 0; a < ny; ++a) {
-          const int64_t yi = y * dy + a - py0;
-          rows[a] = (yi < 0 || yi >= h) ? zeros.data() : src + yi * w;
-        }
+        tap_rows(src, w, h, y, dy, py0, zeros.data(), rows);
         combine_rows(rows, ty, w, row);
         horizontal(row - px0, tx, dx, out_w, dst + y * out_w);
       }
@@ -100,22 +113,17 @@ void filter_channels_last_impl(const T* in, T* out, int64_t n, int64_t c, int64_
                                int64_t out_w, const std::vector<T>& ty, const std::vector<T>& tx, int64_t dy,
                                int64_t dx, int64_t py0, int64_t px0, int threads) {
   constexpr int64_t kBlock = 8;
-  const int64_t ny = ty.size(), nx = tx.size();
-  const int64_t left = std::max<int64_t>(px0, 0);
-  const int64_t right = std::max<int64_t>((out_w - 1) * dx + nx - 1 - px0 - (w - 1), 0);
-  const int64_t stride = left + w + right;  // of a channel's row in `planar`
+  const Margins margin(w, out_w, static_cast<int64_t>(tx.size()), dx, px0);
+  const int64_t left = margin.left, stride = left + w + margin.right;  // of a channel's row in `planar`
   const std::vector<T> zeros(w * c, T(0));
 #pragma omp parallel num_threads(threads)
   {
     std::vector<T> combined(w * c), planar(c * stride, T(0));
-    std::vector<const T*> rows(ny);
+    std::vector<const T*> rows(ty.size());
 #pragma omp for schedule(static)
     for (int64_t item = 0; item < n * out_h; ++item) {
       const int64_t b = item / out_h, y = item % out_h;
-      for (int64_t a = 0; a < ny; ++a) {
-        const int64_t yi = y * dy + a - py0;
-        rows[a] = (yi < 0 || yi >= h) ? zeros.data() : in + (b * h + yi) * w * c;
-      }
+      tap_rows(in + b * h * w * c, w * c, h, y, dy, py0, zeros.data(), rows);
       combine_rows(rows, ty, w * c, combined.data());
       for (int64_t q0 = 0; q0 < w; q0 += kBlock)
         for (int64_t k0 = 0; k0 < c; k0 += kBlock) {
